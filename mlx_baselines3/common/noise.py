@@ -18,7 +18,7 @@ class ActionNoise(ABC):
     def __init__(self) -> None:
         super().__init__()
 
-    def reset(self) -> None:
+    def reset(self) -> None:  # noqa: B027 - optional hook, not abstract
         """Reset the noise at the end of an episode (no-op for memoryless noise)."""
 
     @abstractmethod

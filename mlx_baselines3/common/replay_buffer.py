@@ -103,10 +103,8 @@ class ReplayBuffer:
         self.next_observations = (
             None if self.optimize_memory_usage else np.zeros((*shape, *self.obs_shape), dtype=obs_dtype)
         )
-        self.actions = np.zeros(
-            (*shape, self.action_dim),
-            dtype=_cast_action_dtype(self.action_space.dtype),  # type: ignore[arg-type]
-        )
+        action_dtype = _cast_action_dtype(self.action_space.dtype)  # type: ignore[arg-type]
+        self.actions = np.zeros((*shape, self.action_dim), dtype=action_dtype)
         self.rewards = np.zeros(shape, dtype=np.float32)
         self.dones = np.zeros(shape, dtype=np.float32)
         self.timeouts = np.zeros(shape, dtype=np.float32)
@@ -234,7 +232,7 @@ class ReplayBuffer:
 
     @staticmethod
     def _as_mx(samples: Any) -> Any:
-        converted = []
+        converted: list[Any] = []
         for item in samples:
             if item is None:
                 converted.append(None)
@@ -411,10 +409,8 @@ class DictReplayBuffer(ReplayBuffer):
             for key, obs_shape in self.obs_shape.items()
         }
         self.next_observations = {key: np.zeros_like(value) for key, value in self.observations.items()}
-        self.actions = np.zeros(
-            (*shape, self.action_dim),
-            dtype=_cast_action_dtype(self.action_space.dtype),  # type: ignore[arg-type]
-        )
+        action_dtype = _cast_action_dtype(self.action_space.dtype)  # type: ignore[arg-type]
+        self.actions = np.zeros((*shape, self.action_dim), dtype=action_dtype)
         self.rewards = np.zeros(shape, dtype=np.float32)
         self.dones = np.zeros(shape, dtype=np.float32)
         self.timeouts = np.zeros(shape, dtype=np.float32)
