@@ -1,0 +1,5 @@
+"""mlx_baselines3: Stable-Baselines3-compatible reinforcement learning on Apple's MLX."""
+
+from mlx_baselines3.version import __version__
+
+__all__ = ["__version__"]

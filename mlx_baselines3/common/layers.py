@@ -1,0 +1,222 @@
+"""Network building blocks: feature extractors and the policy/value MLP (SB3's ``torch_layers``).
+
+MLX convolutions are channels-last (``[B, H, W, C]``). Image observations follow SB3's
+convention (channel-first ``[C, H, W]``, which ``VecTransposeImage`` produces); ``NatureCNN``
+accepts both layouts and transposes to channels-last internally.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import mlx.core as mx
+import mlx.nn as nn
+from gymnasium import spaces
+
+from mlx_baselines3.common.preprocessing import get_flattened_obs_dim, is_image_space, is_image_space_channels_first
+
+
+class BaseFeaturesExtractor(nn.Module):
+    """Base class of feature extractors: subclass it, call ``super().__init__(observation_space,
+    features_dim)`` and implement ``__call__(observations) -> [B, features_dim]``.
+
+    :param observation_space: the observation space
+    :param features_dim: number of features produced
+    """
+
+    def __init__(self, observation_space: gym.Space, features_dim: int = 0) -> None:
+        super().__init__()
+        assert features_dim > 0
+        object.__setattr__(self, "_observation_space", observation_space)
+        object.__setattr__(self, "_features_dim", int(features_dim))
+
+    @property
+    def features_dim(self) -> int:
+        """Number of features produced."""
+        return self._features_dim
+
+    @property
+    def observation_space(self) -> gym.Space:
+        return self._observation_space
+
+    def forward(self, observations: Any) -> mx.array:
+        """SB3's name for ``__call__``."""
+        return self(observations)
+
+
+class FlattenExtractor(BaseFeaturesExtractor):
+    """Flatten the (preprocessed) observation: the default for vector observations."""
+
+    def __init__(self, observation_space: gym.Space) -> None:
+        super().__init__(observation_space, get_flattened_obs_dim(observation_space))
+
+    def __call__(self, observations: mx.array) -> mx.array:
+        return observations.reshape(observations.shape[0], -1)
+
+
+class NatureCNN(BaseFeaturesExtractor):
+    """The CNN of the DQN Nature paper (Mnih et al., 2015): three convolutions and a linear layer.
+
+    :param observation_space: an image Box space, channel-first or channel-last
+    :param features_dim: size of the final linear layer
+    :param normalized_image: whether images are already scaled (skips the uint8 check)
+    """
+
+    def __init__(
+        self, observation_space: gym.Space, features_dim: int = 512, normalized_image: bool = False
+    ) -> None:
+        assert isinstance(observation_space, spaces.Box), (
+            "NatureCNN must be used with a gym.spaces.Box observation space, not ", observation_space
+        )
+        super().__init__(observation_space, features_dim)
+        if not is_image_space(observation_space, check_channels=False, normalized_image=normalized_image):
+            raise ValueError(
+                "You should use NatureCNN only with images, not with "
+                f"{observation_space} (you are probably using `CnnPolicy` instead of `MlpPolicy` or "
+                "`MultiInputPolicy`). If you are using a custom environment, please check it using our env "
+                "checker: from mlx_baselines3.common.env_checker import check_env. If you are using "
+                "`VecNormalize` or already normalized channel-first images you should pass "
+                "`normalize_images=False`."
+            )
+        shape = observation_space.shape
+        channels_first = is_image_space_channels_first(observation_space)
+        object.__setattr__(self, "_channels_first", channels_first)
+        if channels_first:
+            n_channels, height, width = shape
+        else:
+            height, width, n_channels = shape
+        self.cnn = nn.Sequential(
+            nn.Conv2d(n_channels, 32, kernel_size=8, stride=4),
+            nn.ReLU(),
+            nn.Conv2d(32, 64, kernel_size=4, stride=2),
+            nn.ReLU(),
+            nn.Conv2d(64, 64, kernel_size=3, stride=1),
+            nn.ReLU(),
+        )
+        out_h, out_w = height, width
+        for kernel, stride in ((8, 4), (4, 2), (3, 1)):
+            out_h = (out_h - kernel) // stride + 1
+            out_w = (out_w - kernel) // stride + 1
+        if out_h <= 0 or out_w <= 0:
+            raise ValueError(f"Image observations of shape {shape} are too small for NatureCNN (needs >= 36x36)")
+        n_flatten = out_h * out_w * 64
+        self.linear = nn.Sequential(nn.Linear(n_flatten, features_dim), nn.ReLU())
+
+    def __call__(self, observations: mx.array) -> mx.array:
+        if self._channels_first:
+            observations = observations.transpose(0, 2, 3, 1)
+        features = self.cnn(observations)
+        return self.linear(features.reshape(features.shape[0], -1))
+
+
+def create_mlp(
+    input_dim: int,
+    output_dim: int,
+    net_arch: list[int],
+    activation_fn: type[nn.Module] = nn.ReLU,
+    squash_output: bool = False,
+    with_bias: bool = True,
+) -> list[nn.Module]:
+    """Layers of a fully connected network (``output_dim <= 0`` means no output layer)."""
+    modules: list[nn.Module] = []
+    last_dim = input_dim
+    for width in net_arch:
+        modules.append(nn.Linear(last_dim, width, bias=with_bias))
+        modules.append(activation_fn())
+        last_dim = width
+    if output_dim > 0:
+        modules.append(nn.Linear(last_dim, output_dim, bias=with_bias))
+    if squash_output:
+        modules.append(nn.Tanh())
+    return modules
+
+
+class MlpExtractor(nn.Module):
+    """The policy and value MLPs that follow the features extractor.
+
+    ``net_arch`` is a list (same layers for both networks, not shared) or
+    ``dict(pi=[...], vf=[...])``, as in SB3.
+
+    :param feature_dim: dimension of the features
+    :param net_arch: the architecture
+    :param activation_fn: activation class (e.g. ``nn.Tanh``, ``nn.ReLU``)
+    """
+
+    def __init__(
+        self,
+        feature_dim: int,
+        net_arch: list[int] | dict[str, list[int]],
+        activation_fn: type[nn.Module],
+        device: Any = "auto",
+    ) -> None:
+        super().__init__()
+        if isinstance(net_arch, dict):
+            pi_layers = list(net_arch.get("pi", []))
+            vf_layers = list(net_arch.get("vf", []))
+        elif isinstance(net_arch, (list, tuple)):
+            pi_layers = vf_layers = list(net_arch)
+        else:
+            raise TypeError(f"net_arch must be a list or dict(pi=..., vf=...), got {net_arch!r}")
+        for width in pi_layers + vf_layers:
+            if not isinstance(width, int) or width <= 0:
+                raise ValueError(f"net_arch entries must be positive ints, got {net_arch!r}")
+        self.policy_net = nn.Sequential(*create_mlp(feature_dim, -1, pi_layers, activation_fn))
+        self.value_net = nn.Sequential(*create_mlp(feature_dim, -1, vf_layers, activation_fn))
+        object.__setattr__(self, "latent_dim_pi", pi_layers[-1] if pi_layers else feature_dim)
+        object.__setattr__(self, "latent_dim_vf", vf_layers[-1] if vf_layers else feature_dim)
+
+    def __call__(self, features: mx.array) -> tuple[mx.array, mx.array]:
+        return self.policy_net(features), self.value_net(features)
+
+    def forward(self, features: mx.array) -> tuple[mx.array, mx.array]:
+        return self(features)
+
+    def forward_actor(self, features: mx.array) -> mx.array:
+        return self.policy_net(features)
+
+    def forward_critic(self, features: mx.array) -> mx.array:
+        return self.value_net(features)
+
+
+class CombinedExtractor(BaseFeaturesExtractor):
+    """Features for Dict observations: NatureCNN for image entries, flatten for the rest, concatenated.
+
+    :param observation_space: a Dict space
+    :param cnn_output_dim: features per image entry
+    :param normalized_image: whether images are already scaled
+    """
+
+    def __init__(
+        self, observation_space: spaces.Dict, cnn_output_dim: int = 256, normalized_image: bool = False
+    ) -> None:
+        super().__init__(observation_space, features_dim=1)
+        extractors: dict[str, nn.Module] = {}
+        total = 0
+        for key, subspace in observation_space.spaces.items():
+            if is_image_space(subspace, normalized_image=normalized_image):
+                extractors[key] = NatureCNN(subspace, features_dim=cnn_output_dim, normalized_image=normalized_image)
+                total += cnn_output_dim
+            else:
+                extractors[key] = FlattenExtractor(subspace)
+                total += get_flattened_obs_dim(subspace)
+        self.extractors = extractors
+        object.__setattr__(self, "_features_dim", total)
+
+    def __call__(self, observations: dict[str, mx.array]) -> mx.array:
+        return mx.concatenate([extractor(observations[key]) for key, extractor in self.extractors.items()], axis=1)
+
+
+def orthogonal_init(module: nn.Module, gain: float) -> None:
+    """Orthogonal weights (scaled by ``gain``) and zero biases for every Linear/Conv2d in ``module``."""
+    init = nn.init.orthogonal(gain=gain)
+
+    def apply(_: str, layer: nn.Module) -> None:
+        if isinstance(layer, (nn.Linear, nn.Conv2d)):
+            weight = layer.weight
+            flat = weight.reshape(weight.shape[0], -1)
+            layer.weight = init(flat).reshape(weight.shape)
+            if "bias" in layer:
+                layer.bias = mx.zeros_like(layer.bias)
+
+    module.apply_to_modules(apply)

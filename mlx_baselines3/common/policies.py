@@ -1,0 +1,609 @@
+"""Policies as ``mlx.nn.Module``s (SB3's ``BaseModel`` / ``BasePolicy`` / ``ActorCriticPolicy``).
+
+A policy's trainable arrays are its parameter tree and nothing else: spaces, configuration and
+the optimizer are plain Python attributes (set with ``object.__setattr__`` where MLX would
+otherwise register a dict or list as a child of the module).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from abc import abstractmethod
+
+from functools import partial
+from typing import Any, TypeVar
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+import numpy as np
+from gymnasium import spaces
+from mlx.utils import tree_flatten, tree_unflatten
+
+from mlx_baselines3.common.distributions import (
+    BernoulliDistribution,
+    CategoricalDistribution,
+    DiagGaussianDistribution,
+    Distribution,
+    MultiCategoricalDistribution,
+    make_proba_distribution,
+)
+from mlx_baselines3.common.layers import (
+    BaseFeaturesExtractor,
+    CombinedExtractor,
+    FlattenExtractor,
+    MlpExtractor,
+    NatureCNN,
+    orthogonal_init,
+)
+from mlx_baselines3.common.preprocessing import (
+    check_observation_space,
+    is_image_space,
+    maybe_transpose,
+    preprocess_obs,
+)
+from mlx_baselines3.common.type_aliases import Schedule
+
+SelfBaseModel = TypeVar("SelfBaseModel", bound="BaseModel")
+
+
+def make_optimizer(
+    optimizer_class: type[optim.Optimizer], learning_rate: float, optimizer_kwargs: dict[str, Any] | None
+) -> optim.Optimizer:
+    """Build an MLX optimizer with SB3/PyTorch semantics.
+
+    MLX's ``Adam``/``AdamW`` default to no bias correction; PyTorch (and so SB3) always corrects,
+    so ``bias_correction=True`` is the default here unless the caller says otherwise.
+    """
+    kwargs = dict(optimizer_kwargs or {})
+    if issubclass(optimizer_class, (optim.Adam, optim.AdamW)):
+        kwargs.setdefault("bias_correction", True)
+    # PyTorch spelling -> MLX spelling
+    if "weight_decay" in kwargs and issubclass(optimizer_class, optim.Adam) and not issubclass(
+        optimizer_class, optim.AdamW
+    ):
+        if kwargs["weight_decay"]:
+            raise ValueError("Adam with weight_decay is not supported by MLX's Adam: use mlx.optimizers.AdamW")
+        kwargs.pop("weight_decay")
+    return optimizer_class(learning_rate=learning_rate, **kwargs)
+
+
+def flat_state_dict(module: nn.Module) -> dict[str, mx.array]:
+    """The module's parameters as a flat ``{dotted.name: array}`` dict."""
+    return dict(tree_flatten(module.parameters()))
+
+
+def load_flat_state_dict(module: nn.Module, state_dict: dict[str, Any], strict: bool = True) -> None:
+    """Load a flat ``{dotted.name: array}`` dict into ``module``.
+
+    :param strict: raise a ``ValueError`` that names every missing, unexpected and mis-shaped key
+        (nothing is loaded in that case). When False, only matching keys of the right shape load.
+    """
+    current = flat_state_dict(module)
+    missing = sorted(set(current) - set(state_dict))
+    unexpected = sorted(set(state_dict) - set(current))
+    mismatched = sorted(
+        f"{key}: expected {tuple(current[key].shape)}, got {tuple(np.shape(state_dict[key]))}"
+        for key in set(current) & set(state_dict)
+        if tuple(current[key].shape) != tuple(np.shape(state_dict[key]))
+    )
+    if strict and (missing or unexpected or mismatched):
+        problems = []
+        if missing:
+            problems.append(f"missing keys: {missing}")
+        if unexpected:
+            problems.append(f"unexpected keys: {unexpected}")
+        if mismatched:
+            problems.append(f"shape mismatches: {mismatched}")
+        raise ValueError(f"Cannot load state dict into {type(module).__name__}: " + "; ".join(problems))
+    bad = set(unexpected) | {key.split(":")[0] for key in mismatched}
+    updates = [
+        (key, value if isinstance(value, mx.array) else mx.array(np.asarray(value)))
+        for key, value in state_dict.items()
+        if key not in bad and key in current
+    ]
+    updates = [(key, value.astype(current[key].dtype)) for key, value in updates]
+    module.update(tree_unflatten(updates))
+    mx.eval(module.parameters())
+
+
+class BaseModel(nn.Module):
+    """Base class of policies, Q-networks, actors and critics.
+
+    Holds the spaces, the features-extractor configuration and the optimizer, and handles the
+    conversion of NumPy observations to preprocessed MLX arrays.
+
+    :param observation_space: the observation space
+    :param action_space: the action space
+    :param features_extractor_class: features extractor class
+    :param features_extractor_kwargs: keyword arguments for it
+    :param features_extractor: an existing extractor to use (shared with another network)
+    :param normalize_images: scale uint8 images to [0, 1]
+    :param optimizer_class: MLX optimizer class
+    :param optimizer_kwargs: keyword arguments for the optimizer
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        features_extractor_class: type[BaseFeaturesExtractor] = FlattenExtractor,
+        features_extractor_kwargs: dict[str, Any] | None = None,
+        features_extractor: BaseFeaturesExtractor | None = None,
+        normalize_images: bool = True,
+        optimizer_class: type[optim.Optimizer] = optim.Adam,
+        optimizer_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__()
+        check_observation_space(observation_space)
+        self._set_config(
+            observation_space=observation_space,
+            action_space=action_space,
+            features_extractor_class=features_extractor_class,
+            features_extractor_kwargs=dict(features_extractor_kwargs or {}),
+            normalize_images=normalize_images,
+            optimizer_class=optimizer_class,
+            optimizer_kwargs=dict(optimizer_kwargs or {}),
+        )
+        self.optimizer: optim.Optimizer | None = None
+        if features_extractor is not None:
+            self.features_extractor = features_extractor
+
+    def _set_config(self, **attributes: Any) -> None:
+        """Set plain (non-parameter) attributes, bypassing MLX's registration of dicts and lists."""
+        for key, value in attributes.items():
+            self.pop(key, None)
+            object.__setattr__(self, key, value)
+
+    # -- features --------------------------------------------------------------------------------
+
+    def _update_features_extractor(
+        self, net_kwargs: dict[str, Any], features_extractor: BaseFeaturesExtractor | None = None
+    ) -> dict[str, Any]:
+        net_kwargs = net_kwargs.copy()
+        if features_extractor is None:
+            features_extractor = self.make_features_extractor()
+        net_kwargs.update(dict(features_extractor=features_extractor, features_dim=features_extractor.features_dim))
+        return net_kwargs
+
+    def make_features_extractor(self) -> BaseFeaturesExtractor:
+        """A new features extractor built from the stored class and kwargs."""
+        extractor = self.features_extractor_class(self.observation_space, **self.features_extractor_kwargs)
+        if not isinstance(extractor, BaseFeaturesExtractor):
+            raise TypeError(
+                f"features_extractor_class must build a BaseFeaturesExtractor, got {type(extractor).__name__}"
+            )
+        return extractor
+
+    def extract_features(self, obs: Any, features_extractor: BaseFeaturesExtractor) -> mx.array:
+        """Preprocess ``obs`` and run the features extractor."""
+        preprocessed = preprocess_obs(obs, self.observation_space, normalize_images=self.normalize_images)
+        return features_extractor(preprocessed)
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        return dict(
+            observation_space=self.observation_space,
+            action_space=self.action_space,
+            normalize_images=self.normalize_images,
+        )
+
+    # -- parameters ------------------------------------------------------------------------------
+
+    def state_dict(self) -> dict[str, mx.array]:
+        """Flat ``{dotted.name: array}`` of every parameter."""
+        return flat_state_dict(self)
+
+    def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> None:
+        """Load parameters; strict by default (missing / unexpected / mis-shaped keys raise)."""
+        load_flat_state_dict(self, state_dict, strict=strict)
+
+    def set_training_mode(self, mode: bool) -> None:
+        """Put the policy in training or evaluation mode (dropout, batch norm)."""
+        self.train(mode)
+
+    @property
+    def device(self) -> mx.Device:
+        return mx.default_device()
+
+    # -- observations ----------------------------------------------------------------------------
+
+    def is_vectorized_observation(self, observation: np.ndarray | dict[str, np.ndarray]) -> bool:
+        """Whether ``observation`` holds a batch (one per env) or a single observation."""
+        return is_vectorized_observation(observation, self.observation_space)
+
+    def obs_to_tensor(self, observation: np.ndarray | dict[str, np.ndarray]) -> tuple[Any, bool]:
+        """NumPy observation(s) -> batched MLX array(s), and whether the input was a batch."""
+        if isinstance(observation, dict):
+            if not isinstance(self.observation_space, spaces.Dict):
+                raise ValueError(f"Got a dict observation but the observation space is {self.observation_space}")
+            missing = set(self.observation_space.spaces) - set(observation)
+            if missing:
+                raise ValueError(f"Observation dict is missing keys {sorted(missing)}")
+            vectorized_env = False
+            result = {}
+            for key, sub_space in self.observation_space.spaces.items():
+                obs = maybe_transpose(np.asarray(observation[key]), sub_space)
+                vectorized_env = vectorized_env or is_vectorized_observation(obs, sub_space)
+                result[key] = mx.array(obs.reshape((-1, *sub_space.shape)))
+            return result, vectorized_env
+        if isinstance(self.observation_space, spaces.Dict):
+            raise ValueError(f"The observation space is a Dict {self.observation_space}: pass a dict observation")
+        obs = maybe_transpose(np.asarray(observation), self.observation_space)
+        vectorized_env = self.is_vectorized_observation(obs)
+        return mx.array(obs.reshape((-1, *self.observation_space.shape))), vectorized_env
+
+    # -- saving ----------------------------------------------------------------------------------
+
+    def save(self, path: str) -> None:
+        """Save the policy alone (constructor arguments as JSON + parameters)."""
+        from mlx_baselines3.common.save_util import save_policy
+
+        save_policy(self, path)
+
+    @classmethod
+    def load(cls: type[SelfBaseModel], path: str, device: Any = "auto", **kwargs: Any) -> SelfBaseModel:
+        """Load a policy saved with :meth:`save`."""
+        from mlx_baselines3.common.save_util import load_policy
+
+        return load_policy(cls, path, **kwargs)
+
+
+def is_vectorized_observation(observation: Any, observation_space: spaces.Space) -> bool:
+    """SB3's check: is ``observation`` a batch for ``observation_space``? Raises on a wrong shape."""
+    if isinstance(observation_space, spaces.Dict):
+        if not isinstance(observation, dict):
+            raise ValueError(f"Expected a dict observation for {observation_space}, got {type(observation)}")
+        return any(
+            is_vectorized_observation(np.asarray(observation[key]), sub)
+            for key, sub in observation_space.spaces.items()
+        )
+    observation = np.asarray(observation)
+    shape = observation.shape
+    if isinstance(observation_space, spaces.Box):
+        if shape == observation_space.shape:
+            return False
+        if shape[1:] == observation_space.shape:
+            return True
+        raise ValueError(
+            f"Error: Unexpected observation shape {shape} for Box environment, please use "
+            f"{observation_space.shape} or (n_env, {', '.join(map(str, observation_space.shape))}) "
+            "for the observation shape."
+        )
+    if isinstance(observation_space, spaces.Discrete):
+        if shape == ():
+            return False
+        if len(shape) == 1 or (len(shape) == 2 and shape[1] == 1):
+            return True
+        raise ValueError(
+            f"Error: Unexpected observation shape {shape} for Discrete environment, please use () or (n_env,) "
+            "for the observation shape."
+        )
+    if isinstance(observation_space, spaces.MultiDiscrete):
+        n = len(observation_space.nvec)
+        if shape == (n,):
+            return False
+        if len(shape) == 2 and shape[1] == n:
+            return True
+        raise ValueError(
+            f"Error: Unexpected observation shape {shape} for MultiDiscrete environment, please use ({n},) or "
+            f"(n_env, {n}) for the observation shape."
+        )
+    if isinstance(observation_space, spaces.MultiBinary):
+        if shape == observation_space.shape:
+            return False
+        if shape[1:] == observation_space.shape:
+            return True
+        raise ValueError(
+            f"Error: Unexpected observation shape {shape} for MultiBinary environment, please use "
+            f"{observation_space.shape} or (n_env, {observation_space.n}) for the observation shape."
+        )
+    raise ValueError(f"Error: Cannot determine if the observation is vectorized with the space {observation_space}.")
+
+
+class BasePolicy(BaseModel):
+    """A model that maps observations to actions, with SB3's ``predict``.
+
+    :param squash_output: whether actions are squashed to [-1, 1] (then rescaled to the bounds)
+    """
+
+    def __init__(self, *args: Any, squash_output: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._set_config(_squash_output=squash_output, _compiled_predict={})
+
+    @property
+    def squash_output(self) -> bool:
+        return self._squash_output
+
+    @abstractmethod
+    def _predict(self, observation: Any, deterministic: bool = False) -> mx.array:
+        """Actions for a batch of preprocessed-ready MLX observations."""
+
+    def _predict_compiled(self, observation: Any, deterministic: bool) -> mx.array:
+        """``_predict`` compiled once per ``deterministic`` flag (policy + RNG state declared)."""
+        fn = self._compiled_predict.get(deterministic)
+        if fn is None:
+            state = [self.state, mx.random.state]
+            fn = mx.compile(partial(self._predict, deterministic=deterministic), inputs=state, outputs=state)
+            self._compiled_predict[deterministic] = fn
+        return fn(observation)
+
+    def predict(
+        self,
+        observation: np.ndarray | dict[str, np.ndarray],
+        state: tuple[np.ndarray, ...] | None = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
+        """Actions for one observation or a batch (SB3's signature; ``state`` is for recurrent policies).
+
+        :return: the actions (in the env's action space) and the next hidden state (``None`` here)
+        """
+        self.set_training_mode(False)
+        if isinstance(observation, tuple) and len(observation) == 2 and isinstance(observation[1], dict):
+            raise ValueError(
+                "You have passed a tuple to the predict() function instead of a Numpy array or a Dict. "
+                "You are probably mixing Gym API with SB3 VecEnv API: `obs, info = env.reset()` (Gym API) "
+                "vs `obs = vec_env.reset()` (VecEnv API)."
+            )
+        obs_tensor, vectorized_env = self.obs_to_tensor(observation)
+        actions = np.array(self._predict_compiled(obs_tensor, deterministic))
+        actions = actions.reshape((-1, *self.action_space.shape))
+        actions = self.postprocess_actions(actions)
+        if not vectorized_env:
+            assert isinstance(actions, np.ndarray)
+            actions = actions.squeeze(axis=0)
+        return actions, state
+
+    def postprocess_actions(self, actions: np.ndarray) -> np.ndarray:
+        """Map network actions to the env's action space (rescale or clip Box actions)."""
+        if isinstance(self.action_space, spaces.Box):
+            if self.squash_output:
+                actions = self.unscale_action(actions)
+            else:
+                actions = np.clip(actions, self.action_space.low, self.action_space.high)
+            return actions.astype(self.action_space.dtype, copy=False)
+        if isinstance(self.action_space, (spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)):
+            return actions.astype(np.int64, copy=False)
+        return actions
+
+    def scale_action(self, action: np.ndarray) -> np.ndarray:
+        """Rescale an action from the action-space bounds to [-1, 1]."""
+        assert isinstance(self.action_space, spaces.Box)
+        low, high = self.action_space.low, self.action_space.high
+        return 2.0 * ((action - low) / (high - low)) - 1.0
+
+    def unscale_action(self, scaled_action: np.ndarray) -> np.ndarray:
+        """Rescale an action from [-1, 1] to the action-space bounds."""
+        assert isinstance(self.action_space, spaces.Box)
+        low, high = self.action_space.low, self.action_space.high
+        return low + 0.5 * (scaled_action + 1.0) * (high - low)
+
+
+class ActorCriticPolicy(BasePolicy):
+    """Policy and value networks sharing a features extractor (SB3's ``MlpPolicy`` for PPO/A2C).
+
+    :param observation_space: observation space
+    :param action_space: action space
+    :param lr_schedule: learning-rate schedule (its value at 1 sets the initial learning rate)
+    :param net_arch: ``[64, 64]`` or ``dict(pi=[...], vf=[...])``; default ``dict(pi=[64, 64], vf=[64, 64])``
+    :param activation_fn: activation class (``mlx.nn.Tanh`` by default)
+    :param ortho_init: orthogonal initialisation with gains sqrt(2) (trunk), 0.01 (action), 1 (value)
+    :param use_sde: gSDE (not supported)
+    :param log_std_init: initial log std of Gaussian actions
+    :param full_std: gSDE option (ignored)
+    :param use_expln: gSDE option (ignored)
+    :param squash_output: squash actions with tanh (gSDE only, as in SB3)
+    :param features_extractor_class: features extractor class
+    :param features_extractor_kwargs: keyword arguments for it
+    :param share_features_extractor: one extractor for actor and critic
+    :param normalize_images: scale uint8 images to [0, 1]
+    :param optimizer_class: MLX optimizer class (Adam by default, with PyTorch-style bias correction)
+    :param optimizer_kwargs: its keyword arguments (Adam: ``eps=1e-5`` by default, as SB3)
+    """
+
+    def __init__(
+        self,
+        observation_space: spaces.Space,
+        action_space: spaces.Space,
+        lr_schedule: Schedule,
+        net_arch: list[int] | dict[str, list[int]] | None = None,
+        activation_fn: type[nn.Module] = nn.Tanh,
+        ortho_init: bool = True,
+        use_sde: bool = False,
+        log_std_init: float = 0.0,
+        full_std: bool = True,
+        use_expln: bool = False,
+        squash_output: bool = False,
+        features_extractor_class: type[BaseFeaturesExtractor] = FlattenExtractor,
+        features_extractor_kwargs: dict[str, Any] | None = None,
+        share_features_extractor: bool = True,
+        normalize_images: bool = True,
+        optimizer_class: type[optim.Optimizer] = optim.Adam,
+        optimizer_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        if optimizer_kwargs is None:
+            optimizer_kwargs = {}
+            if optimizer_class == optim.Adam:
+                optimizer_kwargs["eps"] = 1e-5
+        super().__init__(
+            observation_space,
+            action_space,
+            features_extractor_class,
+            features_extractor_kwargs,
+            normalize_images=normalize_images,
+            optimizer_class=optimizer_class,
+            optimizer_kwargs=optimizer_kwargs,
+            squash_output=squash_output,
+        )
+        if isinstance(net_arch, list) and len(net_arch) > 0 and isinstance(net_arch[0], dict):
+            warnings.warn(
+                "As shared layers in the mlp_extractor are removed since SB3 v1.8.0, you should now pass "
+                "directly a dictionary and not a list (net_arch=dict(pi=..., vf=...) instead of "
+                "net_arch=[dict(pi=..., vf=...)])",
+                stacklevel=2,
+            )
+            net_arch = net_arch[0]
+        if net_arch is None:
+            net_arch = [] if features_extractor_class == NatureCNN else dict(pi=[64, 64], vf=[64, 64])
+        self._set_config(
+            net_arch=net_arch,
+            activation_fn=activation_fn,
+            ortho_init=ortho_init,
+            use_sde=use_sde,
+            log_std_init=log_std_init,
+            share_features_extractor=share_features_extractor,
+            dist_kwargs=None,
+        )
+        self.features_extractor = self.make_features_extractor()
+        self._set_config(features_dim=self.features_extractor.features_dim)
+        if not share_features_extractor:
+            self.vf_features_extractor = self.make_features_extractor()
+        self._set_config(action_dist=make_proba_distribution(action_space, use_sde=use_sde))
+        self._build(lr_schedule)
+
+    @property
+    def pi_features_extractor(self) -> BaseFeaturesExtractor:
+        """The extractor of the actor (the shared one when ``share_features_extractor``)."""
+        return self.features_extractor
+
+    def _get_constructor_parameters(self) -> dict[str, Any]:
+        data = super()._get_constructor_parameters()
+        data.update(
+            dict(
+                net_arch=self.net_arch,
+                activation_fn=self.activation_fn,
+                use_sde=self.use_sde,
+                log_std_init=self.log_std_init,
+                squash_output=self.squash_output,
+                ortho_init=self.ortho_init,
+                optimizer_class=self.optimizer_class,
+                optimizer_kwargs=self.optimizer_kwargs,
+                features_extractor_class=self.features_extractor_class,
+                features_extractor_kwargs=self.features_extractor_kwargs,
+                share_features_extractor=self.share_features_extractor,
+            )
+        )
+        return data
+
+    def _build_mlp_extractor(self) -> None:
+        """Create the policy and value MLPs (override to use a custom network)."""
+        self.mlp_extractor = MlpExtractor(self.features_dim, net_arch=self.net_arch, activation_fn=self.activation_fn)
+
+    def _build(self, lr_schedule: Schedule) -> None:
+        self._build_mlp_extractor()
+        latent_dim_pi = self.mlp_extractor.latent_dim_pi
+        if isinstance(self.action_dist, DiagGaussianDistribution):
+            self.action_net, self.log_std = self.action_dist.proba_distribution_net(
+                latent_dim=latent_dim_pi, log_std_init=self.log_std_init
+            )
+        elif isinstance(
+            self.action_dist, (CategoricalDistribution, MultiCategoricalDistribution, BernoulliDistribution)
+        ):
+            self.action_net = self.action_dist.proba_distribution_net(latent_dim=latent_dim_pi)
+        else:
+            raise NotImplementedError(f"Unsupported distribution '{self.action_dist}'.")
+        self.value_net = nn.Linear(self.mlp_extractor.latent_dim_vf, 1)
+        if self.ortho_init:
+            gains: list[tuple[nn.Module, float]] = [
+                (self.features_extractor, math.sqrt(2)),
+                (self.mlp_extractor, math.sqrt(2)),
+                (self.action_net, 0.01),
+                (self.value_net, 1.0),
+            ]
+            if not self.share_features_extractor:
+                gains.append((self.vf_features_extractor, math.sqrt(2)))
+            for module, gain in gains:
+                orthogonal_init(module, gain)
+        self.optimizer = make_optimizer(self.optimizer_class, lr_schedule(1), self.optimizer_kwargs)
+        self.optimizer.init(self.trainable_parameters())
+
+    # -- forward passes --------------------------------------------------------------------------
+
+    def _latents(self, obs: Any) -> tuple[mx.array, mx.array]:
+        if self.share_features_extractor:
+            features = self.extract_features(obs, self.features_extractor)
+            return self.mlp_extractor(features)
+        pi_features = self.extract_features(obs, self.features_extractor)
+        vf_features = self.extract_features(obs, self.vf_features_extractor)
+        return self.mlp_extractor.forward_actor(pi_features), self.mlp_extractor.forward_critic(vf_features)
+
+    def __call__(self, obs: Any, deterministic: bool = False) -> tuple[mx.array, mx.array, mx.array]:
+        """Actions, values ``[B, 1]`` and log-probabilities for a batch of observations."""
+        latent_pi, latent_vf = self._latents(obs)
+        values = self.value_net(latent_vf)
+        distribution = self._get_action_dist_from_latent(latent_pi)
+        actions = distribution.get_actions(deterministic=deterministic)
+        log_prob = distribution.log_prob(actions)
+        actions = actions.reshape((-1, *self.action_space.shape))
+        return actions, values, log_prob
+
+    def forward(self, obs: Any, deterministic: bool = False) -> tuple[mx.array, mx.array, mx.array]:
+        """SB3's name for ``__call__``."""
+        return self(obs, deterministic)
+
+    def _get_action_dist_from_latent(self, latent_pi: mx.array) -> Distribution:
+        mean_actions = self.action_net(latent_pi)
+        if isinstance(self.action_dist, DiagGaussianDistribution):
+            return self.action_dist.proba_distribution(mean_actions, self.log_std)
+        return self.action_dist.proba_distribution(action_logits=mean_actions)
+
+    def _predict(self, observation: Any, deterministic: bool = False) -> mx.array:
+        return self.get_distribution(observation).get_actions(deterministic=deterministic)
+
+    def evaluate_actions(self, obs: Any, actions: mx.array) -> tuple[mx.array, mx.array, mx.array | None]:
+        """Values ``[B, 1]``, log-probabilities and entropy of ``actions`` under the current policy."""
+        latent_pi, latent_vf = self._latents(obs)
+        distribution = self._get_action_dist_from_latent(latent_pi)
+        log_prob = distribution.log_prob(actions)
+        values = self.value_net(latent_vf)
+        return values, log_prob, distribution.entropy()
+
+    def get_distribution(self, obs: Any) -> Distribution:
+        """The action distribution for ``obs``."""
+        features = self.extract_features(obs, self.pi_features_extractor)
+        latent_pi = self.mlp_extractor.forward_actor(features)
+        return self._get_action_dist_from_latent(latent_pi)
+
+    def predict_values(self, obs: Any) -> mx.array:
+        """Value estimates ``[B, 1]``."""
+        extractor = self.features_extractor if self.share_features_extractor else self.vf_features_extractor
+        features = self.extract_features(obs, extractor)
+        return self.value_net(self.mlp_extractor.forward_critic(features))
+
+
+class ActorCriticCnnPolicy(ActorCriticPolicy):
+    """``ActorCriticPolicy`` with a NatureCNN features extractor (SB3's ``CnnPolicy``)."""
+
+    def __init__(self, *args: Any, features_extractor_class: type[BaseFeaturesExtractor] = NatureCNN, **kwargs: Any):
+        super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)
+
+
+class MultiInputActorCriticPolicy(ActorCriticPolicy):
+    """``ActorCriticPolicy`` for Dict observations (SB3's ``MultiInputPolicy``)."""
+
+    def __init__(
+        self, *args: Any, features_extractor_class: type[BaseFeaturesExtractor] = CombinedExtractor, **kwargs: Any
+    ):
+        super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)
+
+
+def get_policy_from_name(policy_aliases: dict[str, type[BasePolicy]], name: str) -> type[BasePolicy]:
+    """Resolve ``"MlpPolicy"`` etc. with a clear error listing the valid names."""
+    if name not in policy_aliases:
+        raise ValueError(f"Policy {name!r} unknown: choose one of {sorted(policy_aliases)} or pass a policy class")
+    return policy_aliases[name]
+
+
+__all__ = [
+    "ActorCriticCnnPolicy",
+    "ActorCriticPolicy",
+    "BaseModel",
+    "BasePolicy",
+    "MultiInputActorCriticPolicy",
+    "flat_state_dict",
+    "is_image_space",
+    "load_flat_state_dict",
+    "make_optimizer",
+]
+
