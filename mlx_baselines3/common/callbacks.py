@@ -380,7 +380,7 @@ class EvalCallback(EventCallback):
             if self.model.get_vec_normalize_env() is not None:
                 try:
                     _sync_normalization(self.training_env, self.eval_env)
-                except AttributeError as exc:
+                except (AttributeError, TypeError) as exc:
                     raise AssertionError(
                         "Training and eval env are not wrapped the same way (VecNormalize statistics cannot be "
                         "synchronised); wrap the eval env with the same VecEnv wrappers as the training env."
