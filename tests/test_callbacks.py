@@ -195,7 +195,8 @@ def test_every_n_timesteps_triggers_on_schedule():
     triggered: list[int] = []
     model = FakeModel(make_vec(3))
     callback = EveryNTimesteps(
-        n_steps=7, callback=ConvertCallback(lambda l, g: triggered.append(model.num_timesteps) or True)
+        n_steps=7,
+        callback=ConvertCallback(lambda locals_, globals_: triggered.append(model.num_timesteps) or True),
     )
     fake_learn(model, callback, total_timesteps=36)
     # Steps of 3 timesteps: 3, 6, 9 (>= 7 since 0) -> 9, then 18 (>= 9 + 7), 27, 36.
