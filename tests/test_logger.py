@@ -275,3 +275,21 @@ def test_tensorboard_figure_and_image(tmp_path):
 def test_hparam_requires_metrics():
     with pytest.raises(ValueError, match="metric_dict"):
         HParam({"lr": 0.1}, {})
+
+
+def test_read_csv_and_json_without_pandas(tmp_path, monkeypatch):
+    import sys
+
+    logger = configure(str(tmp_path), ["csv", "json"])
+    logger.record("a", 1.5)
+    logger.record("s", "x,y")
+    logger.dump()
+    logger.record("b", 2)
+    logger.dump()
+    logger.close()
+    monkeypatch.setitem(sys.modules, "pandas", None)  # makes `import pandas` fail
+    for data in (read_csv(tmp_path / "progress.csv"), read_json(tmp_path / "progress.json")):
+        assert isinstance(data, dict) and list(data) == ["a", "s", "b"]
+        np.testing.assert_array_equal(data["a"], [1.5, np.nan])
+        np.testing.assert_array_equal(data["b"], [np.nan, 2.0])
+        assert data["s"][0] == "x,y"
