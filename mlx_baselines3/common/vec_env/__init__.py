@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from copy import deepcopy
-from typing import TYPE_CHECKING, TypeVar
+from typing import TypeVar
 
 from mlx_baselines3.common.vec_env.base_vec_env import (
     CloudpickleWrapper,
@@ -15,10 +15,14 @@ from mlx_baselines3.common.vec_env.base_vec_env import (
     tile_images,
 )
 from mlx_baselines3.common.vec_env.dummy_vec_env import DummyVecEnv
+from mlx_baselines3.common.vec_env.stacked_observations import StackedObservations
 from mlx_baselines3.common.vec_env.subproc_vec_env import SubprocVecEnv, SubprocVecEnvError
-
-if TYPE_CHECKING:
-    from mlx_baselines3.common.vec_env.vec_normalize import VecNormalize
+from mlx_baselines3.common.vec_env.vec_check_nan import VecCheckNan
+from mlx_baselines3.common.vec_env.vec_extract_dict_obs import VecExtractDictObs
+from mlx_baselines3.common.vec_env.vec_frame_stack import VecFrameStack
+from mlx_baselines3.common.vec_env.vec_monitor import VecMonitor
+from mlx_baselines3.common.vec_env.vec_normalize import VecNormalize
+from mlx_baselines3.common.vec_env.vec_transpose import VecTransposeImage
 
 VecEnvWrapperT = TypeVar("VecEnvWrapperT", bound=VecEnvWrapper)
 
@@ -43,8 +47,6 @@ def unwrap_vec_normalize(env: VecEnv) -> VecNormalize | None:
 
     :param env: the (wrapped) VecEnv
     """
-    from mlx_baselines3.common.vec_env.vec_normalize import VecNormalize
-
     return unwrap_vec_wrapper(env, VecNormalize)
 
 
@@ -65,14 +67,17 @@ def sync_envs_normalization(env: VecEnv, eval_env: VecEnv) -> None:
     :param env: the training VecEnv
     :param eval_env: the evaluation VecEnv
     """
-    from mlx_baselines3.common.vec_env.vec_normalize import VecNormalize
-
     env_tmp, eval_env_tmp = env, eval_env
     while isinstance(env_tmp, VecEnvWrapper):
+        if not isinstance(eval_env_tmp, VecEnvWrapper):
+            raise TypeError(
+                "Error while synchronizing normalization: the evaluation env has fewer VecEnv wrappers "
+                f"than the training env ({type(env_tmp).__name__} has no counterpart)"
+            )
         if isinstance(env_tmp, VecNormalize):
             if not isinstance(eval_env_tmp, VecNormalize):
                 raise TypeError(
-                    "sync_envs_normalization: the training env has a VecNormalize wrapper at a level "
+                    "Error while synchronizing normalization: the training env has a VecNormalize wrapper "
                     f"where the evaluation env has {type(eval_env_tmp).__name__}"
                 )
             # Only the statistics are copied; the flags (training, norm_reward) stay as they are
@@ -80,8 +85,6 @@ def sync_envs_normalization(env: VecEnv, eval_env: VecEnv) -> None:
                 eval_env_tmp.obs_rms = deepcopy(env_tmp.obs_rms)
             eval_env_tmp.ret_rms = deepcopy(env_tmp.ret_rms)
         env_tmp = env_tmp.venv
-        if not isinstance(eval_env_tmp, VecEnvWrapper):
-            break
         eval_env_tmp = eval_env_tmp.venv
 
 
@@ -96,6 +99,13 @@ __all__ = [
     "DummyVecEnv",
     "SubprocVecEnv",
     "SubprocVecEnvError",
+    "StackedObservations",
+    "VecCheckNan",
+    "VecExtractDictObs",
+    "VecFrameStack",
+    "VecMonitor",
+    "VecNormalize",
+    "VecTransposeImage",
     "unwrap_vec_wrapper",
     "unwrap_vec_normalize",
     "is_vecenv_wrapped",
