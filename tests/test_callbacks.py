@@ -347,3 +347,41 @@ def test_stop_callbacks_need_a_parent():
         callback.init_callback(model)
         with pytest.raises(AssertionError, match="EvalCallback"):
             callback.on_step()
+
+
+class RandomObsEnv(CountEnv):
+    """CountEnv whose observations vary, so VecNormalize statistics move."""
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = super().step(action)
+        return self.np_random.normal(3.0, 2.0, size=1).astype(np.float32), reward, terminated, truncated, info
+
+
+@needs_evaluation
+def test_eval_callback_syncs_vecnormalize_stats():
+    from mlx_baselines3.common.vec_env.vec_normalize import VecNormalize
+
+    train_env = VecNormalize(DummyVecEnv([RandomObsEnv]))
+    train_env.seed(0)
+    eval_env = VecNormalize(DummyVecEnv([RandomObsEnv]), training=False)
+
+    class NormModel(FakeModel):
+        def get_vec_normalize_env(self):
+            return self.env
+
+    model = NormModel(train_env)
+    callback = EvalCallback(eval_env, n_eval_episodes=1, eval_freq=8, verbose=0, warn=False)
+    fake_learn(model, callback, total_timesteps=8)
+    assert train_env.obs_rms.count > 2
+    np.testing.assert_allclose(eval_env.obs_rms.mean, train_env.obs_rms.mean)
+    np.testing.assert_allclose(eval_env.obs_rms.var, train_env.obs_rms.var)
+    assert eval_env.obs_rms is not train_env.obs_rms
+
+
+def test_eval_callback_warns_when_only_training_env_is_normalized():
+    from mlx_baselines3.common.vec_env.vec_normalize import VecNormalize
+
+    model = FakeModel(VecNormalize(make_vec()))
+    callback = EvalCallback(VecNormalize(make_vec()).venv, eval_freq=100, verbose=0)
+    with pytest.warns(UserWarning, match="VecNormalize"):
+        callback.init_callback(model)
