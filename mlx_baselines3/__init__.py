@@ -1,5 +1,6 @@
 """mlx_baselines3: Stable-Baselines3-compatible reinforcement learning on Apple's MLX."""
 
+from mlx_baselines3.ppo import PPO
 from mlx_baselines3.version import __version__
 
-__all__ = ["__version__"]
+__all__ = ["PPO", "__version__"]

@@ -1,0 +1,67 @@
+"""Helpers for compiled training steps: guarded optimizer updates and tree utilities.
+
+A compiled step declares everything it reads and writes as state (``mx.compile(fn, inputs=state,
+outputs=state)``). State containers (module parameter dicts, optimizer state dicts, small dicts
+of counters) must be *mutated in place*: the compiled function keeps references to the exact
+objects it was given, so replacing a dict with a new one would silently detach it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+from mlx.utils import tree_map
+
+
+def tree_snapshot(tree: Any) -> Any:
+    """A structural copy of a tree of arrays (the arrays themselves are immutable, so not copied)."""
+    if isinstance(tree, dict):
+        return {key: tree_snapshot(value) for key, value in tree.items()}
+    if isinstance(tree, list):
+        return [tree_snapshot(value) for value in tree]
+    if isinstance(tree, tuple):
+        return tuple(tree_snapshot(value) for value in tree)
+    return tree
+
+
+def assign_where_in_place(condition: mx.array, new: Any, old: Any) -> Any:
+    """Mutate the container ``new`` so that each array becomes ``where(condition, new, old)``."""
+    if isinstance(new, dict):
+        for key in list(new.keys()):
+            if key in old:
+                new[key] = assign_where_in_place(condition, new[key], old[key])
+        return new
+    if isinstance(new, list):
+        for index in range(len(new)):
+            if index < len(old):
+                new[index] = assign_where_in_place(condition, new[index], old[index])
+        return new
+    if isinstance(new, mx.array) and isinstance(old, mx.array):
+        return mx.where(condition, new, old)
+    return new
+
+
+def guarded_update(module: nn.Module, optimizer: optim.Optimizer, grads: Any, apply: mx.array) -> None:
+    """``optimizer.update(module, grads)`` that takes effect only where ``apply`` is true.
+
+    When ``apply`` is false (a non-finite loss, or an early stop), the module's parameters and the
+    optimizer's state (moments, step count) keep their previous values. Works inside ``mx.compile``
+    (no host synchronisation): the choice is an elementwise ``where`` fused into the update.
+    """
+    old_params = module.trainable_parameters()
+    old_state = tree_snapshot(optimizer.state)
+    optimizer.update(module, grads)
+    new_params = tree_map(lambda new, old: mx.where(apply, new, old), module.trainable_parameters(), old_params)
+    module.update(new_params)
+    assign_where_in_place(apply, optimizer.state, old_state)
+
+
+def all_finite(*values: mx.array) -> mx.array:
+    """A scalar bool: every given array is finite everywhere."""
+    result = mx.array(True)
+    for value in values:
+        result = mx.logical_and(result, mx.all(mx.isfinite(value)))
+    return result

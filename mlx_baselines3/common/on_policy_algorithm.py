@@ -1,0 +1,374 @@
+"""``OnPolicyAlgorithm``: the rollout-collection loop and the compiled update shared by PPO and A2C."""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+import numpy as np
+from gymnasium import spaces
+from mlx.utils import tree_map
+
+from mlx_baselines3.common.base_class import BaseAlgorithm
+from mlx_baselines3.common.callbacks import BaseCallback
+from mlx_baselines3.common.compile import all_finite, guarded_update
+from mlx_baselines3.common.policies import ActorCriticPolicy
+from mlx_baselines3.common.rollout_buffer import DictRolloutBuffer, RolloutBuffer
+from mlx_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
+from mlx_baselines3.common.utils import obs_as_mx, safe_mean
+from mlx_baselines3.common.vec_env import VecEnv
+
+SelfOnPolicyAlgorithm = TypeVar("SelfOnPolicyAlgorithm", bound="OnPolicyAlgorithm")
+
+# A loss: (policy, batch, hyper) -> (scalar loss, tuple of scalar terms)
+LossFn = Callable[[nn.Module, dict[str, Any], dict[str, mx.array]], tuple[mx.array, tuple[mx.array, ...]]]
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term or the gradient norm became NaN or infinite during ``train()``.
+
+    The update of the offending minibatch (and of any later one in the same ``train()`` call) was
+    skipped, so the parameters and optimizer state are the last finite ones: the model can still
+    be saved or used.
+    """
+
+
+class OnPolicyAlgorithm(BaseAlgorithm):
+    """The base class of on-policy algorithms (PPO, A2C).
+
+    :param n_steps: steps collected per env between updates
+    :param gamma: discount factor
+    :param gae_lambda: GAE lambda
+    :param ent_coef: entropy coefficient
+    :param vf_coef: value-loss coefficient
+    :param max_grad_norm: gradient clipping threshold (global norm)
+    :param rollout_buffer_class: buffer class (chosen from the observation space by default)
+    :param rollout_buffer_kwargs: its keyword arguments
+
+    Other parameters: see :class:`BaseAlgorithm`.
+    """
+
+    rollout_buffer: RolloutBuffer
+    policy: ActorCriticPolicy
+    # Names of the scalar terms a loss returns, in order (for logging and error messages).
+    loss_term_names: tuple[str, ...] = ()
+
+    def __init__(
+        self,
+        policy: str | type[ActorCriticPolicy],
+        env: GymEnv | str,
+        learning_rate: float | Schedule,
+        n_steps: int,
+        gamma: float,
+        gae_lambda: float,
+        ent_coef: float,
+        vf_coef: float,
+        max_grad_norm: float,
+        use_sde: bool,
+        sde_sample_freq: int,
+        rollout_buffer_class: type[RolloutBuffer] | None = None,
+        rollout_buffer_kwargs: dict[str, Any] | None = None,
+        stats_window_size: int = 100,
+        tensorboard_log: str | None = None,
+        monitor_wrapper: bool = True,
+        policy_kwargs: dict[str, Any] | None = None,
+        verbose: int = 0,
+        seed: int | None = None,
+        device: Any = "auto",
+        _init_setup_model: bool = True,
+        supported_action_spaces: tuple[type[spaces.Space], ...] | None = None,
+    ) -> None:
+        super().__init__(
+            policy=policy,
+            env=env,
+            learning_rate=learning_rate,
+            policy_kwargs=policy_kwargs,
+            verbose=verbose,
+            device=device,
+            use_sde=use_sde,
+            sde_sample_freq=sde_sample_freq,
+            support_multi_env=True,
+            monitor_wrapper=monitor_wrapper,
+            seed=seed,
+            stats_window_size=stats_window_size,
+            tensorboard_log=tensorboard_log,
+            supported_action_spaces=supported_action_spaces,
+        )
+        self.n_steps = n_steps
+        self.gamma = gamma
+        self.gae_lambda = gae_lambda
+        self.ent_coef = ent_coef
+        self.vf_coef = vf_coef
+        self.max_grad_norm = max_grad_norm
+        self.rollout_buffer_class = rollout_buffer_class
+        self.rollout_buffer_kwargs = rollout_buffer_kwargs or {}
+        if _init_setup_model:
+            self._setup_model()
+
+    def _setup_model(self) -> None:
+        self._setup_lr_schedule()
+        self.set_random_seed(self.seed)
+        if self.rollout_buffer_class is None:
+            if isinstance(self.observation_space, spaces.Dict):
+                self.rollout_buffer_class = DictRolloutBuffer
+            else:
+                self.rollout_buffer_class = RolloutBuffer
+        self.rollout_buffer = self.rollout_buffer_class(
+            self.n_steps,
+            self.observation_space,
+            self.action_space,
+            gamma=self.gamma,
+            gae_lambda=self.gae_lambda,
+            n_envs=self.n_envs,
+            **self.rollout_buffer_kwargs,
+        )
+        self.policy = self.policy_class(  # type: ignore[assignment]
+            self.observation_space, self.action_space, self.lr_schedule, use_sde=self.use_sde, **self.policy_kwargs
+        )
+        mx.eval(self.policy.parameters())
+        self._build_rollout_functions()
+
+    # -- compiled functions ----------------------------------------------------------------------
+
+    def _build_rollout_functions(self) -> None:
+        """Compile action selection (actions, values, log-probs) and value prediction."""
+        policy = self.policy
+        self._policy_step = mx.compile(
+            lambda obs: policy(obs), inputs=[policy.state, mx.random.state], outputs=[mx.random.state]
+        )
+        self._predict_values = mx.compile(lambda obs: policy.predict_values(obs), inputs=[policy.state])
+
+    def _make_update_step(self, loss_fn: LossFn, kl_stop: bool = False) -> Callable[..., tuple[mx.array, ...]]:
+        """Compile one gradient step: loss, gradients, clipping and a guarded optimizer update.
+
+        The returned function takes ``(data, indices, hyper)``: the whole rollout as MLX arrays, the
+        minibatch indices, and the changing hyperparameters as arrays. It returns
+        ``(loss, terms, grad_norm, stopped_before)``. Once the loss or gradient is not finite, or,
+        with ``kl_stop``, once ``terms[approx_kl] > 1.5 * hyper["target_kl"]`` (SB3's early stopping),
+        that update and every later one of the same ``train()`` call are skipped (parameters and
+        optimizer state unchanged).
+        """
+        policy = self.policy
+        optimizer = self.policy.optimizer
+        assert optimizer is not None
+        self._train_flags = {"stop": mx.array(False)}
+        flags = self._train_flags
+        state = [policy.state, optimizer.state, mx.random.state, flags]
+        value_and_grad = nn.value_and_grad(policy, loss_fn)
+        max_grad_norm = self.max_grad_norm
+        kl_index = self.loss_term_names.index("approx_kl") if kl_stop else -1
+
+        def step(data: dict[str, Any], indices: mx.array, hyper: dict[str, mx.array]) -> tuple[mx.array, ...]:
+            batch = tree_map(lambda array: array[indices], data)
+            (loss, terms), grads = value_and_grad(policy, batch, hyper)
+            if max_grad_norm is not None:
+                grads, grad_norm = optim.clip_grad_norm(grads, max_grad_norm)
+            else:
+                _, grad_norm = optim.clip_grad_norm(grads, float("inf"))
+            stopped_before = flags["stop"]
+            finite = all_finite(loss, grad_norm)
+            stop = mx.logical_or(stopped_before, mx.logical_not(finite))
+            if kl_stop:
+                stop = mx.logical_or(stop, terms[kl_index] > 1.5 * hyper["target_kl"])
+            guarded_update(policy, optimizer, grads, mx.logical_not(stop))
+            flags["stop"] = stop
+            return loss, mx.stack(list(terms)), grad_norm, stopped_before
+
+        return mx.compile(step, inputs=state, outputs=state)
+
+    def _run_update_epochs(
+        self,
+        step_fn: Callable[..., tuple[mx.array, ...]],
+        n_epochs: int,
+        batch_size: int,
+        hyper: dict[str, mx.array],
+    ) -> dict[str, Any]:
+        """Run ``n_epochs`` passes of minibatch updates over the rollout; read metrics once at the end.
+
+        The rollout moves to MLX once; each epoch uses a fresh random permutation. When the rollout
+        size is not a multiple of ``batch_size``, the last minibatch of each epoch is smaller (as in
+        SB3; it compiles once more for its shape). The stop flag is read once per epoch.
+
+        :raises NonFiniteLossError: naming the terms that were not finite
+        :return: per-step metrics of the steps that ran (``losses``, ``terms``, ``grad_norms``,
+            ``epoch`` index of each), ``epochs`` completed and whether a KL early stop happened
+        """
+        data = self.rollout_buffer.flat_data()
+        mx_data = tree_map(mx.array, data)
+        total = self.rollout_buffer.buffer_size * self.rollout_buffer.n_envs
+        permutations = mx.array(np.stack([np.random.permutation(total) for _ in range(n_epochs)]).astype(np.int32))
+        self._train_flags["stop"] = mx.array(False)
+        outputs: list[tuple[mx.array, ...]] = []
+        epoch_of_step: list[int] = []
+        epochs_done = 0
+        for epoch in range(n_epochs):
+            for start in range(0, total, batch_size):
+                result = step_fn(mx_data, permutations[epoch, start : start + batch_size], hyper)
+                mx.async_eval(result)
+                outputs.append(result)
+                epoch_of_step.append(epoch)
+            epochs_done += 1
+            if bool(self._train_flags["stop"]):
+                break
+        losses, terms, grad_norms, stopped_before = (np.array(mx.stack([out[i] for out in outputs])) for i in range(4))
+        ran = ~stopped_before.astype(bool)
+        finite = np.isfinite(losses) & np.isfinite(grad_norms) & np.all(np.isfinite(terms), axis=1)
+        if not np.all(finite[ran]):
+            first_bad = int(np.flatnonzero(~finite & ran)[0])
+            bad_terms = [name for name, value in zip(self.loss_term_names, terms[first_bad]) if not np.isfinite(value)]
+            if not np.isfinite(grad_norms[first_bad]):
+                bad_terms.append("grad_norm")
+            if not bad_terms:
+                bad_terms.append("loss")
+            raise NonFiniteLossError(
+                f"Non-finite value in {', '.join(bad_terms)} at gradient step {first_bad} of this train() call "
+                f"(total timesteps {self.num_timesteps}). That update and the later ones were skipped; the "
+                "parameters are the last finite ones. Lower the learning rate, check rewards/observations for "
+                "NaN or huge values (VecCheckNan, VecNormalize), or clip gradients (max_grad_norm)."
+            )
+        return {
+            "losses": losses[ran],
+            "terms": terms[ran],
+            "grad_norms": grad_norms[ran],
+            "epoch": np.asarray(epoch_of_step)[ran],
+            "epochs": epochs_done,
+            "stopped": bool(self._train_flags["stop"]),
+        }
+
+    # -- rollouts ----------------------------------------------------------------------------------
+
+    def _clip_actions(self, actions: np.ndarray) -> np.ndarray:
+        if isinstance(self.action_space, spaces.Box):
+            if self.policy.squash_output:
+                return self.policy.unscale_action(actions)
+            return np.clip(actions, self.action_space.low, self.action_space.high)
+        return actions
+
+    def collect_rollouts(
+        self,
+        env: VecEnv,
+        callback: BaseCallback,
+        rollout_buffer: RolloutBuffer,
+        n_rollout_steps: int,
+    ) -> bool:
+        """Fill ``rollout_buffer`` with ``n_rollout_steps`` steps of every env (SB3's semantics).
+
+        A step that ended by time limit (``infos[i]["TimeLimit.truncated"]``) has
+        ``gamma * V(infos[i]["terminal_observation"])`` added to its reward, so that GAE can stop at
+        the episode boundary without treating the time limit as a terminal state.
+
+        :return: False when a callback asked to stop training
+        """
+        assert self._last_obs is not None, "No previous observation was provided"
+        self.policy.set_training_mode(False)
+        n_steps = 0
+        rollout_buffer.reset()
+        callback.on_rollout_start()
+        new_obs: Any = None
+        dones: np.ndarray = np.zeros(env.num_envs, dtype=bool)
+        while n_steps < n_rollout_steps:
+            obs_tensor = obs_as_mx(self._last_obs)
+            actions_mx, values_mx, log_probs_mx = self._policy_step(obs_tensor)
+            actions = np.array(actions_mx)
+            values = np.array(values_mx)
+            log_probs = np.array(log_probs_mx)
+            clipped_actions = self._clip_actions(actions)
+            new_obs, rewards, dones, infos = env.step(clipped_actions)
+            self.num_timesteps += env.num_envs
+            callback.update_locals(locals())
+            if not callback.on_step():
+                return False
+            self._update_info_buffer(infos, dones)
+            n_steps += 1
+            if isinstance(self.action_space, spaces.Discrete):
+                actions = actions.reshape(-1, 1)
+            rewards = self._bootstrap_truncated(rewards, dones, infos)
+            rollout_buffer.add(self._last_obs, actions, rewards, self._last_episode_starts, values, log_probs)
+            self._last_obs = new_obs
+            self._last_episode_starts = dones
+        last_values = np.array(self._predict_values(obs_as_mx(new_obs)))
+        rollout_buffer.compute_returns_and_advantage(last_values=last_values, dones=dones)
+        callback.update_locals(locals())
+        callback.on_rollout_end()
+        return True
+
+    def _bootstrap_truncated(self, rewards: np.ndarray, dones: np.ndarray, infos: list[dict[str, Any]]) -> np.ndarray:
+        """Add ``gamma * V(terminal_observation)`` to the rewards of time-limit ends (one batched call)."""
+        truncated = [
+            idx
+            for idx, done in enumerate(dones)
+            if done
+            and infos[idx].get("terminal_observation") is not None
+            and infos[idx].get("TimeLimit.truncated", False)
+        ]
+        if not truncated:
+            return rewards
+        rewards = np.array(rewards, dtype=np.float32, copy=True)
+        terminal_obs = [infos[idx]["terminal_observation"] for idx in truncated]
+        if isinstance(self.observation_space, spaces.Dict):
+            batch: Any = {key: np.stack([obs[key] for obs in terminal_obs]) for key in self.observation_space.spaces}
+        else:
+            batch = np.stack(terminal_obs)
+        obs_tensor, _ = self.policy.obs_to_tensor(batch)
+        terminal_values = np.array(self._predict_values(obs_tensor)).reshape(-1)
+        rewards[truncated] += self.gamma * terminal_values
+        return rewards
+
+    # -- training loop ---------------------------------------------------------------------------
+
+    def train(self) -> None:
+        """One update from the collected rollout (implemented by each algorithm)."""
+        raise NotImplementedError
+
+    def dump_logs(self, iteration: int = 0) -> None:
+        """Write the time/rollout statistics (nothing is printed for episode stats before the first episode ends)."""
+        assert self.ep_info_buffer is not None and self.ep_success_buffer is not None
+        time_elapsed = max((time.time_ns() - self.start_time) / 1e9, sys.float_info.epsilon)
+        fps = int((self.num_timesteps - self._num_timesteps_at_start) / time_elapsed)
+        if iteration > 0:
+            self.logger.record("time/iterations", iteration, exclude="tensorboard")
+        if len(self.ep_info_buffer) > 0 and len(self.ep_info_buffer[0]) > 0:
+            self.logger.record("rollout/ep_rew_mean", safe_mean([ep_info["r"] for ep_info in self.ep_info_buffer]))
+            self.logger.record("rollout/ep_len_mean", safe_mean([ep_info["l"] for ep_info in self.ep_info_buffer]))
+        if len(self.ep_success_buffer) > 0:
+            self.logger.record("rollout/success_rate", safe_mean(self.ep_success_buffer))
+        self.logger.record("time/fps", fps)
+        self.logger.record("time/time_elapsed", int(time_elapsed), exclude="tensorboard")
+        self.logger.record("time/total_timesteps", self.num_timesteps, exclude="tensorboard")
+        self.logger.dump(step=self.num_timesteps)
+
+    def learn(
+        self: SelfOnPolicyAlgorithm,
+        total_timesteps: int,
+        callback: MaybeCallback = None,
+        log_interval: int = 1,
+        tb_log_name: str = "OnPolicyAlgorithm",
+        reset_num_timesteps: bool = True,
+        progress_bar: bool = False,
+    ) -> SelfOnPolicyAlgorithm:
+        """Collect rollouts and update, until ``total_timesteps`` env steps have been taken."""
+        iteration = 0
+        total_timesteps, callback = self._setup_learn(
+            total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
+        )
+        callback.on_training_start(locals(), globals())
+        assert self.env is not None
+        while self.num_timesteps < total_timesteps:
+            continue_training = self.collect_rollouts(self.env, callback, self.rollout_buffer, self.n_steps)
+            if not continue_training:
+                break
+            iteration += 1
+            self._update_current_progress_remaining(self.num_timesteps, total_timesteps)
+            if log_interval is not None and iteration % log_interval == 0:
+                self.dump_logs(iteration)
+            self.train()
+        callback.on_training_end()
+        return self
+
+    def _get_mlx_save_params(self) -> tuple[list[str], list[str]]:
+        return ["policy"], ["policy.optimizer"]
