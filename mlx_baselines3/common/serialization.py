@@ -539,9 +539,15 @@ class JsonEncoder:
         """Encode ``value`` found at dotted ``path``."""
         try:
             return self._encode(value, path)
-        except NotJsonSerializable:
+        except NotJsonSerializable as error:
             if not self.allow_pickle:
-                raise
+                if getattr(error, "located", False):
+                    raise
+                located = NotJsonSerializable(
+                    f"value at {path or '<root>'!r} has no JSON description: {error}"
+                )
+                located.located = True  # type: ignore[attr-defined]
+                raise located from None
             return self._pickle(value, path)
 
     def _pickle(self, value: Any, path: str) -> dict[str, Any]:
