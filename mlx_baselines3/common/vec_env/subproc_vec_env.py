@@ -38,8 +38,10 @@ class SubprocVecEnvError(RuntimeError):
     :param message: what happened
     """
 
-    def __init__(self, env_index: int, message: str):
+    def __init__(self, env_index: int, message: str, exc_type: str | None = None):
         self.env_index = env_index
+        # Name of the exception class raised in the worker (None if the worker died)
+        self.exc_type = exc_type
         super().__init__(f"SubprocVecEnv worker for env {env_index}: {message}")
 
 
@@ -51,7 +53,7 @@ def _worker(remote: Connection, parent_remote: Connection, env_fn_wrapper: Cloud
     try:
         env: gym.Env = env_fn_wrapper.var()
     except Exception:
-        remote.send(("error", "building the environment failed:\n" + traceback.format_exc()))
+        remote.send(("error", ("building the environment failed:\n" + traceback.format_exc(), None)))
         remote.close()
         return
 
@@ -101,8 +103,10 @@ def _worker(remote: Connection, parent_remote: Connection, env_fn_wrapper: Cloud
                 raise NotImplementedError(f"`{cmd}` is not a SubprocVecEnv worker command")
         except KeyboardInterrupt:
             break
-        except Exception:
-            remote.send(("error", f"command '{cmd}' raised:\n" + traceback.format_exc()))
+        except Exception as exc:
+            remote.send(
+                ("error", (f"command '{cmd}' raised:\n" + traceback.format_exc(), type(exc).__name__))
+            )
             continue
         remote.send(("ok", result))
 
@@ -199,12 +203,12 @@ class SubprocVecEnv(VecEnv):
                 except (EOFError, OSError):
                     pass
                 process.join(timeout=1.0)
-                return "died", f"the worker process died ({self._exit_reason(index)})"
+                return "died", (f"the worker process died ({self._exit_reason(index)})", None)
 
     def _recv(self, index: int) -> Any:
         tag, payload = self._recv_tagged(index)
         if tag != "ok":
-            raise SubprocVecEnvError(index, payload)
+            raise SubprocVecEnvError(index, *payload)
         return payload
 
     def _recv_all(self, indices: Sequence[int]) -> list[Any]:
@@ -213,7 +217,7 @@ class SubprocVecEnv(VecEnv):
         for index in indices:
             tag, payload = self._recv_tagged(index)
             if tag != "ok" and first_error is None:
-                first_error = SubprocVecEnvError(index, payload)
+                first_error = SubprocVecEnvError(index, *payload)
             results.append(payload)
         if first_error is not None:
             raise first_error
@@ -307,15 +311,12 @@ class SubprocVecEnv(VecEnv):
         target = list(self._get_indices(indices))
         for index in target:
             self._send(index, "get_attr", attr_name)
-        results = []
-        for index in target:
-            tag, payload = self._recv_tagged(index)
-            if tag != "ok":
-                if "AttributeError" in str(payload):
-                    raise AttributeError(f"env {index} has no attribute '{attr_name}':\n{payload}")
-                raise SubprocVecEnvError(index, payload)
-            results.append(payload)
-        return results
+        try:
+            return self._recv_all(target)
+        except SubprocVecEnvError as error:
+            if error.exc_type == "AttributeError":
+                raise AttributeError(f"env {error.env_index} has no attribute '{attr_name}'") from error
+            raise
 
     def set_attr(self, attr_name: str, value: Any, indices: VecEnvIndices = None) -> None:
         target = list(self._get_indices(indices))
