@@ -125,17 +125,33 @@ def optimizer_state_dict(optimizer: optim.Optimizer) -> dict[str, mx.array]:
     return dict(tree_flatten(optimizer.state))
 
 
-def _merge_in_place(target: Any, source: Any) -> Any:
-    """Write ``source``'s leaves into ``target``'s containers, keeping container identities."""
-    if isinstance(source, dict) and isinstance(target, dict):
-        for key, value in source.items():
-            target[key] = _merge_in_place(target[key], value) if key in target else value
-        return target
-    if isinstance(source, list) and isinstance(target, list) and len(source) == len(target):
-        for index, value in enumerate(source):
-            target[index] = _merge_in_place(target[index], value)
-        return target
-    return source
+def _assign_in_place(tree: dict[str, Any], flat: Mapping[str, mx.array]) -> None:
+    """Write flat ``{dotted.key: array}`` leaves into ``tree``, keeping its containers (and so their
+    identities and the lengths of its lists), creating missing containers as needed."""
+    for key, value in flat.items():
+        parts = key.split(".")
+        node: Any = tree
+        for part, following in zip(parts[:-1], parts[1:]):
+            wants_list = following.isdigit()
+            if isinstance(node, list):
+                slot: Any = int(part)
+                while len(node) <= slot:
+                    node.append({})
+            else:
+                slot = part
+                node.setdefault(slot, {})
+            child = node[slot]
+            if not isinstance(child, (dict, list)) or (wants_list and isinstance(child, dict) and not child):
+                node[slot] = [] if wants_list else {}
+            node = node[slot]
+        last = parts[-1]
+        if isinstance(node, list):
+            index = int(last)
+            while len(node) <= index:
+                node.append({})
+            node[index] = value
+        else:
+            node[last] = value
 
 
 def load_optimizer_state(
@@ -160,8 +176,9 @@ def load_optimizer_state(
     else:
         top = {k: tuple(v.shape) for k, v in current.items()}
         check_state_dict(top, {k: v for k, v in state.items() if "." not in k}, what=what, strict=True)
-    items = [(k, _as_mx(v, current[k].dtype if k in current else None)) for k, v in state.items()]
-    _merge_in_place(optimizer.state, tree_unflatten(items))
+    _assign_in_place(
+        optimizer.state, {k: _as_mx(v, current[k].dtype if k in current else None) for k, v in state.items()}
+    )
     mx.eval(optimizer.state)
 
 
@@ -370,7 +387,9 @@ def save_algorithm(
     header = {
         "kind": "algorithm",
         "algorithm": _class_path(type(model)),
-        "algorithm_lineage": [base.__name__ for base in type(model).__mro__ if base is not object],
+        "algorithm_lineage": [
+            b.__name__ for b in type(model).__mro__ if b.__module__ not in ("builtins", "abc")
+        ],
         "mlx_baselines3_version": __version__,
         "constructor_args": list(constructor_args),
         "included": included,
@@ -449,7 +468,7 @@ def load_algorithm(
     data = _decode_items(
         header["data"], header.get("pickled", {}), entries, custom_objects, allow_pickle, source
     )
-    if "policy_kwargs" in kwargs and kwargs["policy_kwargs"] != data.get("policy_kwargs"):
+    if "policy_kwargs" in kwargs and (kwargs["policy_kwargs"] or {}) != (data.get("policy_kwargs") or {}):
         raise ValueError(
             "The specified policy kwargs do not equal the stored policy kwargs. "
             f"Stored kwargs: {data.get('policy_kwargs')}, specified kwargs: {kwargs['policy_kwargs']}"
@@ -459,6 +478,10 @@ def load_algorithm(
     observation_space, action_space = data["observation_space"], data["action_space"]
 
     if env is not None:
+        if isinstance(env, str):
+            import gymnasium as gym
+
+            env = gym.make(env)
         wrap = getattr(cls, "_wrap_env", None)
         if wrap is not None:
             env = wrap(env, data.get("verbose", 0))
