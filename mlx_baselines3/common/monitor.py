@@ -236,7 +236,7 @@ def load_results(path: str) -> pandas.DataFrame:
         data_frame["t"] += header["t_start"]
         data_frames.append(data_frame)
     data_frame = pandas.concat(data_frames)
-    data_frame.sort_values("t", inplace=True)
-    data_frame.reset_index(inplace=True)
+    data_frame = data_frame.sort_values("t")
+    data_frame = data_frame.reset_index()
     data_frame["t"] -= min(header["t_start"] for header in headers)
     return data_frame
