@@ -1,0 +1,128 @@
+"""Shared pieces of the benchmark scripts: running a training job in a worker process (this package
+or Stable-Baselines3 from another Python environment), evaluating, and printing tables.
+
+A worker is this same machinery run as ``python <script> --worker {mlx,sb3} --job '<json>'``; it
+prints one JSON line with its figures. Running both libraries as subprocesses keeps them
+symmetric (each pays its own start-up and, for MLX, compilation) and lets SB3 live in a separate
+environment (it is never a dependency of this package).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+SB3_PYTHON_ENV = "SB3_PYTHON"
+
+
+def find_sb3_python(explicit: str | None = None) -> str | None:
+    """A Python interpreter that can import stable_baselines3: ``--sb3-python``, ``$SB3_PYTHON``, or this one."""
+    candidates = [explicit, os.environ.get(SB3_PYTHON_ENV), sys.executable]
+    for candidate in candidates:
+        if not candidate:
+            continue
+        path = shutil.which(candidate) or candidate
+        if not os.path.exists(path):
+            continue
+        probe = subprocess.run(
+            [path, "-c", "import stable_baselines3"], capture_output=True, text=True, check=False
+        )
+        if probe.returncode == 0:
+            return path
+    return None
+
+
+def run_worker(python: str, script: str, library: str, job: dict[str, Any], timeout: float = 3600) -> dict[str, Any]:
+    """Run one job in a fresh process and return its JSON result."""
+    env = dict(os.environ)
+    if library == "sb3":
+        # torch's default threads spin and collapse on a busy 2-core machine: pin to one thread.
+        env.setdefault("OMP_NUM_THREADS", "1")
+        env.setdefault("MKL_NUM_THREADS", "1")
+    completed = subprocess.run(
+        [python, script, "--worker", library, "--job", json.dumps(job)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        check=False,
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(f"{library} worker failed:\n{completed.stderr[-4000:]}")
+    for line in reversed(completed.stdout.strip().splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    raise RuntimeError(f"{library} worker printed no result:\n{completed.stdout[-2000:]}")
+
+
+def import_library(library: str) -> Any:
+    """The algorithms module of the chosen library (torch pinned to 1 thread for SB3)."""
+    if library == "sb3":
+        import stable_baselines3
+        import torch
+
+        torch.set_num_threads(1)
+        return stable_baselines3
+    import mlx_baselines3
+
+    return mlx_baselines3
+
+
+def evaluate(model: Any, env_id: str, n_episodes: int = 10, seed: int = 1000, wrapper: Callable | None = None) -> float:
+    """Mean return of ``n_episodes`` deterministic episodes on a fresh env (same code for both libraries)."""
+    import gymnasium as gym
+
+    env = gym.make(env_id)
+    if wrapper is not None:
+        env = wrapper(env)
+    returns = []
+    for episode in range(n_episodes):
+        obs, _ = env.reset(seed=seed + episode)
+        done, total = False, 0.0
+        while not done:
+            action, _ = model.predict(obs, deterministic=True)
+            obs, reward, terminated, truncated, _ = env.step(action)
+            total += float(reward)
+            done = terminated or truncated
+        returns.append(total)
+    env.close()
+    return float(sum(returns) / len(returns))
+
+
+def timed_learn(model: Any, total_timesteps: int) -> float:
+    """Wall-clock seconds of ``model.learn(total_timesteps)``."""
+    start = time.perf_counter()
+    model.learn(total_timesteps=total_timesteps)
+    return time.perf_counter() - start
+
+
+def median(values: list[float]) -> float:
+    return float(statistics.median(values)) if values else float("nan")
+
+
+def print_table(headers: list[str], rows: list[list[Any]]) -> None:
+    """A plain aligned text table."""
+    cells = [[str(h) for h in headers]] + [[_fmt(v) for v in row] for row in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
+    line = "+".join("-" * (w + 2) for w in widths)
+    print(line)
+    for index, row in enumerate(cells):
+        print(" | ".join(value.rjust(width) for value, width in zip(row, widths)))
+        if index == 0:
+            print(line)
+    print(line)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        if value != value:  # NaN
+            return "-"
+        return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+    return str(value)
