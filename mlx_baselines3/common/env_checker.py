@@ -163,7 +163,7 @@ def _check_unsupported_spaces(
 
 def _check_nan(env: gym.Env) -> None:
     """Step the env with random actions and raise on NaN / inf in observations or rewards."""
-    vec_env = VecCheckNan(DummyVecEnv([lambda: env]))
+    vec_env = VecCheckNan(DummyVecEnv([lambda: env]), raise_exception=True)
     vec_env.reset()
     for _ in range(10):
         action = np.array([env.action_space.sample()])
