@@ -455,3 +455,57 @@ def test_policy_save_and_load(trained, tmp_path) -> None:
         PPO.load(tmp_path / "policy.bin")
     with pytest.raises(SaveFormatError, match="holds a 'algorithm' file"):
         ActorCriticPolicy.load(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Custom classes, include / exclude, other algorithms
+# ---------------------------------------------------------------------------------------------
+
+
+def test_custom_extractor_class_needs_custom_objects_or_opt_in(tmp_path) -> None:
+    from mlx_baselines3.common.layers import FlattenExtractor
+
+    class MyExtractor(FlattenExtractor):
+        pass
+
+    model = _make_model(policy_kwargs=dict(features_extractor_class=MyExtractor))
+    model.save(tmp_path / "custom")
+    key = "policy_kwargs.features_extractor_class"
+    with pytest.raises(PickleNotAllowedError, match=key):
+        PPO.load(tmp_path / "custom")
+    replaced = PPO.load(tmp_path / "custom", custom_objects={key: MyExtractor})
+    assert replaced.policy.features_extractor_class is MyExtractor
+    _assert_same_params(_numpy_params(model), _numpy_params(replaced))
+    unpickled = PPO.load(tmp_path / "custom", allow_pickle=True)
+    assert unpickled.policy.features_extractor_class.__name__ == "MyExtractor"
+
+    model.policy.save(tmp_path / "custom_policy")
+    with pytest.raises(PickleNotAllowedError, match="features_extractor_class"):
+        ActorCriticPolicy.load(tmp_path / "custom_policy")
+    policy = ActorCriticPolicy.load(
+        tmp_path / "custom_policy", custom_objects={"features_extractor_class": MyExtractor}
+    )
+    assert isinstance(policy.features_extractor, MyExtractor)
+
+
+def test_include_and_exclude(trained, tmp_path) -> None:
+    model, _ = trained
+    model.my_counter = 42
+    model.save(tmp_path / "inc", include=["my_counter"], exclude=["ep_info_buffer", "n_steps"])
+    del model.my_counter
+    loaded = PPO.load(tmp_path / "inc")
+    assert loaded.my_counter == 42
+    assert len(loaded.ep_info_buffer or []) == 0
+    assert loaded.n_steps == 2048  # excluded constructor argument: default
+
+
+def test_file_of_another_algorithm_is_refused(trained) -> None:
+    from mlx_baselines3.common.save_util import load_algorithm
+
+    _, path = trained
+
+    class A2C:
+        pass
+
+    with pytest.raises(SaveFormatError, match="holds a PPO model, it cannot be loaded with A2C"):
+        load_algorithm(A2C, path)
