@@ -126,7 +126,7 @@ def test_not_a_gym_env():
     [
         ({"action_space": spaces.Box(0, 5, (2,), np.float32)}, "symmetric and normalized Box action space"),
         ({"observation_space": spaces.Box(0, 255, (20, 20, 3), np.uint8)}, "36x36"),
-        ({"observation_space": spaces.Box(0, 1, (40, 40, 3), np.float32)}, "np.uint8"),
+        ({"observation_space": spaces.Box(0, 255, (40, 40, 3), np.float32)}, "np.uint8"),
         ({"observation_space": spaces.Box(-1, 1, (3, 2), np.float32)}, "unconventional shape"),
         ({"action_space": spaces.Discrete(3, start=1)}, "non-zero start"),
     ],

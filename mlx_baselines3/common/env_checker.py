@@ -40,9 +40,10 @@ def _check_non_zero_start(space: spaces.Space, space_type: str = "observation", 
 
 def _check_image_input(observation_space: spaces.Box, key: str = "") -> None:
     """Warn about image-like spaces a CNN policy would mishandle."""
+    key = f"'{key}'" if key else ""
     if observation_space.dtype != np.uint8:
         warnings.warn(
-            f"It seems that your observation {key} is an image but its `dtype` "
+            f"It seems that your observation{key and ' ' + key} is an image but its `dtype` "
             f"is ({observation_space.dtype}) whereas it has to be `np.uint8`. "
             "If your observation is not an image, we recommend you to flatten the observation "
             "to have only a 1D vector",
@@ -50,7 +51,7 @@ def _check_image_input(observation_space: spaces.Box, key: str = "") -> None:
         )
     if np.any(observation_space.low != 0) or np.any(observation_space.high != 255):
         warnings.warn(
-            f"It seems that your observation space {key} is an image but the "
+            f"It seems that your observation space{key and ' ' + key} is an image but the "
             "upper and lower bounds are not in [0, 255]. "
             "Because the CNN policy normalize automatically the observation "
             "you may encounter issue if the values are not in that range.",
@@ -71,9 +72,10 @@ def _check_image_input(observation_space: spaces.Box, key: str = "") -> None:
 
 def _check_box_obs(observation_space: spaces.Box, key: str = "") -> None:
     """Warn about Box observation spaces the default policies do not handle well."""
+    key = f"'{key}'" if key else ""
     if len(observation_space.shape) not in (1, 3):
         warnings.warn(
-            f"Your observation {key} has an unconventional shape (neither an image, nor a 1D vector). "
+            f"Your observation{key and ' ' + key} has an unconventional shape (neither an image, nor a 1D vector). "
             "We recommend you to flatten the observation to have only a 1D vector or use a custom "
             "policy to properly process the data.",
             stacklevel=3,
@@ -81,9 +83,13 @@ def _check_box_obs(observation_space: spaces.Box, key: str = "") -> None:
     if np.any(np.equal(observation_space.low, -np.inf)) or np.any(np.equal(observation_space.high, np.inf)):
         # Infinite bounds are common and fine for vector observations; only mention for images
         if len(observation_space.shape) == 3:
-            warnings.warn(f"Your image observation space {key} has infinite bounds.", stacklevel=3)
+            warnings.warn(
+                f"Your image observation space{key and ' ' + key} has infinite bounds.", stacklevel=3
+            )
     if np.any(observation_space.low > observation_space.high):
-        raise ValueError(f"Your observation space {key} has a lower bound greater than its upper bound.")
+        raise ValueError(
+            f"Your observation space{key and ' ' + key} has a lower bound greater than its upper bound."
+        )
 
 
 def _check_spaces(env: gym.Env) -> None:
