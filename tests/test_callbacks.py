@@ -385,3 +385,63 @@ def test_eval_callback_warns_when_only_training_env_is_normalized():
     callback = EvalCallback(VecNormalize(make_vec()).venv, eval_freq=100, verbose=0)
     with pytest.warns(UserWarning, match="VecNormalize"):
         callback.init_callback(model)
+
+
+# ---------------------------------------------------------------- end to end with a tiny PPO
+
+
+def tiny_ppo(n_envs: int = 1):
+    from mlx_baselines3 import PPO
+    from mlx_baselines3.common.env_util import make_vec_env
+
+    env = make_vec_env("CartPole-v1", n_envs=n_envs, seed=0)
+    return PPO("MlpPolicy", env, n_steps=16, batch_size=16, n_epochs=1, seed=0, verbose=0)
+
+
+def test_ppo_eval_callback_stops_early_and_saves_best(tmp_path):
+    from mlx_baselines3 import PPO
+    from mlx_baselines3.common.monitor import Monitor
+
+    model = tiny_ppo()
+    # Any CartPole episode has a reward >= 1, so the first evaluation reaches the threshold.
+    stop = StopTrainingOnRewardThreshold(reward_threshold=1.0)
+    eval_callback = EvalCallback(
+        Monitor(gym.make("CartPole-v1")),
+        callback_on_new_best=stop,
+        n_eval_episodes=2,
+        eval_freq=24,
+        log_path=str(tmp_path),
+        best_model_save_path=str(tmp_path),
+        verbose=0,
+    )
+    model.learn(total_timesteps=64, callback=eval_callback)
+    assert model.num_timesteps == 24  # stopped right after the first evaluation (of 64 steps asked)
+    data = np.load(tmp_path / "evaluations.npz")
+    assert data["timesteps"].tolist() == [24]
+    assert data["results"].shape == (1, 2) and data["ep_lengths"].shape == (1, 2)
+    np.testing.assert_array_equal(data["results"], data["ep_lengths"])  # CartPole: reward 1 per step
+    loaded = PPO.load(tmp_path / "best_model.zip")
+    assert loaded.num_timesteps == 24
+
+
+def test_ppo_checkpoints_load_and_callback_locals(tmp_path):
+    from mlx_baselines3 import PPO
+
+    model = tiny_ppo(n_envs=2)
+    recorder = Recorder()
+    checkpoint = CheckpointCallback(save_freq=16, save_path=str(tmp_path), name_prefix="ppo")
+    model.learn(
+        total_timesteps=64, callback=[recorder, checkpoint, LogEveryNTimesteps(32)], progress_bar=True
+    )
+    assert recorder.n_calls == 32 and recorder.num_timesteps == 64
+    for name in ("new_obs", "rewards", "dones", "infos", "actions", "total_timesteps"):
+        assert name in recorder.locals, name
+    assert recorder.locals["new_obs"].shape == (2, 4) and len(recorder.locals["infos"]) == 2
+    assert sorted(os.listdir(tmp_path)) == ["ppo_32_steps.zip", "ppo_64_steps.zip"]
+    first = PPO.load(tmp_path / "ppo_32_steps.zip")
+    assert first.num_timesteps == 32
+    last = PPO.load(tmp_path / "ppo_64_steps.zip")
+    obs = np.zeros((1, 4), dtype=np.float32)
+    np.testing.assert_array_equal(
+        last.predict(obs, deterministic=True)[0], model.predict(obs, deterministic=True)[0]
+    )
