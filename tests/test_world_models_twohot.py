@@ -65,9 +65,13 @@ def test_encode_hand_worked_example():
     np.testing.assert_allclose(
         np.array(two_hot.encode(y)), [[0, 0, 0.75, 0.25, 0], [0.5, 0.5, 0, 0, 0]], rtol=1e-5, atol=1e-6
     )
-    raw = TwoHot(num_bins=5, low=-2.0, high=2.0, space="raw")  # bins = symexp([-2..2]) = [.., -e+1, 0, e-1, ..]
+    raw = TwoHot(
+        num_bins=5, low=-2.0, high=2.0, space="raw"
+    )  # bins = symexp([-2..2]) = [.., -e+1, 0, e-1, ..]
     b1 = np.e - 1
-    np.testing.assert_allclose(np.array(raw.encode(mx.array([0.25 * b1]))), [[0, 0, 0.75, 0.25, 0]], rtol=1e-5)
+    np.testing.assert_allclose(
+        np.array(raw.encode(mx.array([0.25 * b1]))), [[0, 0, 0.75, 0.25, 0]], rtol=1e-5
+    )
 
 
 @pytest.mark.parametrize("space", ["symlog", "raw"])
@@ -177,3 +181,38 @@ def test_bad_arguments_raise():
         TwoHot().decode(mx.zeros((2, 10)))
     with pytest.raises(ValueError, match="num_bins=255"):
         TwoHot().loss(mx.zeros((2, 10)), mx.zeros((2,)))
+
+
+@pytest.mark.parametrize(
+    "two_hot",
+    [
+        TwoHot(),
+        TwoHot(space="raw"),
+        TwoHot(num_bins=50, low=-3.0, high=7.0),
+        TwoHot(num_bins=20001, low=-5, high=5),
+    ],
+    ids=["symlog", "raw", "asymmetric", "fine-grid"],
+)
+def test_neighbour_bins_match_searchsorted(two_hot):
+    bins = np.array(two_hot.bins)
+    raw_bins = np_symexp(bins.astype(np.float64)) if two_hot.space == "symlog" else bins.astype(np.float64)
+    rng = np.random.default_rng(11)
+    y = np.concatenate(
+        [
+            raw_bins,
+            raw_bins * (1 + 1e-6),
+            raw_bins * (1 - 1e-6),
+            rng.normal(0, 30, 500),
+            [1e15, -1e15, np.nan],
+        ]
+    ).astype(np.float32)
+    below, above, w_lo, w_hi = (np.array(a) for a in two_hot.neighbours(mx.array(y)))
+    yb = np.clip(np.array(two_hot.to_bin_space(mx.array(y))), bins[0], bins[-1])
+    ok = np.isfinite(yb)
+    ref = np.clip(np.searchsorted(bins, yb[ok], side="right") - 1, 0, bins.size - 1)
+    np.testing.assert_array_equal(below[ok], ref)
+    np.testing.assert_array_equal(above[ok], np.minimum(ref + 1, bins.size - 1))
+    np.testing.assert_allclose(
+        w_lo[ok] * bins[below[ok]] + w_hi[ok] * bins[above[ok]], yb[ok], rtol=1e-5, atol=1e-6
+    )
+    assert 0 <= below[~ok].min() and below[~ok].max() < bins.size  # NaN: garbage but in-bounds indices

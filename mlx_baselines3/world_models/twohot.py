@@ -100,6 +100,47 @@ class TwoHot:
         """Map values from the bin space back to raw values (``symexp`` or identity)."""
         return symexp(v) if self.space == "symlog" else v
 
+    def neighbours(self, y: mx.array) -> tuple[mx.array, mx.array, mx.array, mx.array]:
+        """The two bins around raw values ``y`` and their weights (the sparse form of :meth:`encode`).
+
+        :param y: raw values, shape ``[...]``.
+        :return: ``(below, above, w_below, w_above)``, each of shape ``[...]``: int32 bin indices
+            with ``bins[below] <= y_b <= bins[above]`` (``y_b`` = ``y`` in bin space, clamped to
+            the bin range; ``above = below + 1`` except at the last bin) and float32 weights
+            summing to 1 such that ``w_below * bins[below] + w_above * bins[above] = y_b``.
+        """
+        bins = self._bins
+        k = self.num_bins
+        yb = mx.clip(self.to_bin_space(y), bins[0], bins[-1])
+        below = self._index_below(yb)
+        above = mx.minimum(below + 1, k - 1)
+        b_lo = bins[below]
+        b_hi = bins[above]
+        span = b_hi - b_lo
+        has_span = span > 0
+        w_hi = mx.where(has_span, (yb - b_lo) / mx.where(has_span, span, 1.0), 0.0)
+        w_hi = mx.clip(w_hi, 0.0, 1.0)
+        return below, above, 1.0 - w_hi, w_hi
+
+    def _index_below(self, yb: mx.array) -> mx.array:
+        """Index of the last bin ``<= yb`` (``yb`` already clamped to the bin range), int32."""
+        bins = self._bins
+        k = self.num_bins
+        step = (self.high - self.low) / (k - 1)
+        if step < 1e-3:
+            # Fine grids: an O(K) comparison per value (exact whatever the rounding).
+            below = mx.sum((bins <= yb[..., None]).astype(mx.int32), axis=-1) - 1
+            return mx.clip(below, 0, k - 1)
+        # The bins are (symexp of) a uniform grid in symlog units: guess the index from the grid,
+        # then correct the guess by one bin either way against the actual float32 bins.
+        u = yb if self.space == "symlog" else symlog(yb)
+        # Clip again after the cast: a NaN input casts to an arbitrary integer, and an index out of
+        # range would read out of bounds.
+        guess = mx.clip(mx.clip(mx.floor((u - self.low) / step), 0, k - 1).astype(mx.int32), 0, k - 1)
+        guess = mx.where(bins[guess] > yb, mx.maximum(guess - 1, 0), guess)
+        nxt = mx.minimum(guess + 1, k - 1)
+        return mx.where((nxt > guess) & (bins[nxt] <= yb), nxt, guess)
+
     def encode(self, y: mx.array) -> mx.array:
         """Two-hot encode raw values.
 
@@ -108,21 +149,8 @@ class TwoHot:
             sums to 1 and has at most 2 non-zeros. A value on a bin centre puts weight 1 on that
             bin; values beyond the first/last bin are clamped to that edge bin. NaN propagates.
         """
-        bins = self._bins
-        k = self.num_bins
-        yb = mx.clip(self.to_bin_space(y), bins[0], bins[-1])
-        # Index of the last bin <= y (robust for non-uniform raw-space bins).
-        below = mx.sum((bins <= yb[..., None]).astype(mx.int32), axis=-1) - 1
-        below = mx.clip(below, 0, k - 1)
-        above = mx.minimum(below + 1, k - 1)
-        b_lo = bins[below]
-        b_hi = bins[above]
-        span = b_hi - b_lo
-        has_span = span > 0
-        w_hi = mx.where(has_span, (yb - b_lo) / mx.where(has_span, span, 1.0), 0.0)
-        w_hi = mx.clip(w_hi, 0.0, 1.0)
-        w_lo = 1.0 - w_hi
-        idx = mx.arange(k)
+        below, above, w_lo, w_hi = self.neighbours(y)
+        idx = mx.arange(self.num_bins)
         return (idx == below[..., None]).astype(mx.float32) * w_lo[..., None] + (
             idx == above[..., None]
         ).astype(mx.float32) * w_hi[..., None]
@@ -174,10 +202,13 @@ class TwoHot:
                 f"TwoHot.loss: targets of shape {tuple(y.shape)} do not match logits of shape "
                 f"{tuple(logits.shape)} (expected targets of shape {tuple(logits.shape[:-1])})"
             )
-        target = mx.stop_gradient(self.encode(y))
+        below, above, w_lo, w_hi = self.neighbours(mx.stop_gradient(y))
         logits = logits.astype(mx.float32)
-        log_p = logits - mx.logsumexp(logits, axis=-1, keepdims=True)
-        return -mx.sum(target * log_p, axis=-1)
+        lse = mx.logsumexp(logits, axis=-1)
+        # Only the two target bins have non-zero weight: gather their logits instead of forming
+        # the dense [..., K] target (same value and gradient, softmax - target).
+        picked = mx.take_along_axis(logits, mx.stack([below, above], axis=-1), axis=-1)
+        return lse - (w_lo * picked[..., 0] + w_hi * picked[..., 1])
 
     def _check_last_dim(self, x: mx.array, name: str) -> None:
         if x.ndim == 0 or x.shape[-1] != self.num_bins:
