@@ -509,3 +509,88 @@ def test_file_of_another_algorithm_is_refused(trained) -> None:
 
     with pytest.raises(SaveFormatError, match="holds a PPO model, it cannot be loaded with A2C"):
         load_algorithm(A2C, path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Algorithm-level functions on a minimal SAC-like algorithm (several modules and optimizers,
+# extra state, Dict observations), independent of PPO
+# ---------------------------------------------------------------------------------------------
+
+
+class _TwoNets:
+    """The smallest object that follows the BaseAlgorithm saving contract."""
+
+    def __init__(self, env=None, hidden: int = 4, _init_setup_model: bool = True) -> None:
+        self._constructor_args = {"hidden": hidden}
+        self.hidden = hidden
+        self.env = env
+        self.observation_space = gym.spaces.Dict(
+            {"pos": gym.spaces.Box(-1, 1, (3,)), "id": gym.spaces.Discrete(4)}
+        )
+        self.action_space = gym.spaces.Box(-1, 1, (2,))
+        self.n_envs = 1
+        self.num_timesteps = 0
+        self._last_obs = None
+        self.obs_mean = np.zeros(3)
+        if _init_setup_model:
+            self._setup_model()
+
+    def _setup_model(self) -> None:
+        import mlx.optimizers as optim
+
+        self.actor = nn.Linear(3, self.hidden)
+        self.actor.optimizer = optim.Adam(learning_rate=1e-2)
+        self.actor.optimizer.init(self.actor.trainable_parameters())
+        self.critic = nn.Sequential(nn.Linear(3, self.hidden), nn.ReLU(), nn.Linear(self.hidden, 1))
+        self.critic_optimizer = optim.SGD(learning_rate=0.1, momentum=0.9)
+        self.critic_optimizer.init(self.critic.trainable_parameters())
+
+    def _get_mlx_save_params(self):
+        return ["actor", "critic"], ["actor.optimizer", "critic_optimizer"]
+
+    def _get_extra_state(self):
+        return {"obs_mean": self.obs_mean}
+
+    def _set_extra_state(self, state):
+        self.obs_mean = state["obs_mean"]
+
+
+def test_algorithm_functions_on_a_multi_module_algorithm(tmp_path) -> None:
+    from mlx_baselines3.common.save_util import load_algorithm, save_algorithm
+
+    mx.random.seed(5)
+    model = _TwoNets(hidden=6)
+    model.obs_mean = np.array([0.5, -1.0, 2.0])
+    model.num_timesteps = 123
+    model._last_obs = {"pos": np.ones((1, 3), np.float32), "id": np.array([2])}
+    x = mx.ones((2, 3))
+    for net, opt in ((model.actor, model.actor.optimizer), (model.critic, model.critic_optimizer)):
+        _, grads = nn.value_and_grad(net, lambda m: (m(x) ** 2).sum())(net)
+        opt.update(net, grads)
+    save_algorithm(model, tmp_path / "two")
+    loaded = load_algorithm(_TwoNets, tmp_path / "two")
+    assert loaded.hidden == 6 and loaded.num_timesteps == 123
+    assert loaded.observation_space == model.observation_space
+    np.testing.assert_array_equal(loaded.obs_mean, model.obs_mean)
+    np.testing.assert_array_equal(loaded._last_obs["pos"], model._last_obs["pos"])
+    np.testing.assert_array_equal(loaded._last_obs["id"], model._last_obs["id"])
+    _assert_same_params(
+        {n: {k: np.array(v) for k, v in g.items()} for n, g in get_params(model).items()},
+        {n: {k: np.array(v) for k, v in g.items()} for n, g in get_params(loaded).items()},
+    )
+    assert (
+        "critic_optimizer" in get_params(loaded)
+        and "layers.2.weight.v" in get_params(loaded)["critic_optimizer"]
+    )
+
+    # Extra state is checked strictly too.
+    model.obs_mean = np.zeros(4)
+    save_algorithm(model, tmp_path / "bad_extra")
+    with pytest.raises(StateDictMismatchError, match="obs_mean: expected \\(3,\\), got \\(4,\\)"):
+        load_algorithm(_TwoNets, tmp_path / "bad_extra")
+
+
+def get_params(model):
+    from mlx_baselines3.common.save_util import get_algorithm_parameters
+
+    return get_algorithm_parameters(model)
