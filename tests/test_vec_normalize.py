@@ -1,8 +1,11 @@
-"""RunningMeanStd and VecNormalize against numpy references; safe save / load."""
+"""RunningMeanStd and VecNormalize against numpy references; safe, strict, atomic save / load."""
 
 from __future__ import annotations
 
+import io
+import json
 import os
+import pickle
 import zipfile
 
 import gymnasium as gym
@@ -11,6 +14,13 @@ import pytest
 from gymnasium import spaces
 
 from mlx_baselines3.common.running_mean_std import RunningMeanStd
+from mlx_baselines3.common.serialization import (
+    PickleNotAllowedError,
+    SaveFormatError,
+    load_json_and_arrays,
+    safetensors_dumps,
+    save_json_and_arrays,
+)
 from mlx_baselines3.common.vec_env import (
     DummyVecEnv,
     VecNormalize,
@@ -166,31 +176,102 @@ def test_dict_observations_and_norm_obs_keys():
         VecNormalize(_make(), norm_obs_keys=["x"])
 
 
-def test_save_load_roundtrip_is_pickle_free_and_atomic(tmp_path):
-    venv = VecNormalize(_make(), gamma=0.95, clip_obs=7.0, norm_reward=True)
+def _trained(dict_obs=False, **kwargs):
+    venv = VecNormalize(_make(dict_obs=dict_obs), norm_obs_keys=["x"] if dict_obs else None, **kwargs)
     venv.reset()
     for _ in range(6):
         venv.step(np.ones(2, dtype=np.int64))
-    path = tmp_path / "sub" / "vecnormalize.zip"
+    return venv
+
+
+def _assert_same_statistics(loaded, venv):
+    for name, rms in venv._named_obs_rms().items():
+        other = loaded._named_obs_rms()[name]
+        np.testing.assert_array_equal(other.mean, rms.mean)
+        np.testing.assert_array_equal(other.var, rms.var)
+        assert other.count == rms.count
+    np.testing.assert_array_equal(loaded.ret_rms.var, venv.ret_rms.var)
+    assert loaded.ret_rms.count == venv.ret_rms.count
+
+
+def test_save_load_roundtrip_uses_shared_format_without_pickle(tmp_path, monkeypatch):
+    venv = _trained(gamma=0.95, clip_obs=7.0, clip_reward=3.0, epsilon=1e-6)
+    venv.training = False
+    path = tmp_path / "sub" / "vecnormalize.pkl"
     venv.save(path)
-    venv.save(str(path))  # overwriting works
-    assert sorted(os.listdir(path.parent)) == ["vecnormalize.zip"]  # no temp file left behind
+    assert path.exists()  # the path is used as given, as SB3 does (no suffix added)
     with zipfile.ZipFile(path) as archive:
         names = set(archive.namelist())
-        assert "vec_normalize.json" in names
-        assert all(name.endswith((".json", ".npy")) for name in names)
-        for name in names:
-            assert b"\x80\x04" not in archive.read(name)[:2]  # no pickle stream
+        assert names == {"format_version", "data.json", "arrays.safetensors", "system_info.txt"}
+        header = json.loads(archive.read("data.json"))
+    assert header["kind"] == "VecNormalize"
+    assert header["data"]["config"]["clip_obs"] == 7.0
+    # the arrays are plain safetensors, readable by the shared reader
+    data, arrays = load_json_and_arrays(path, kind="VecNormalize")
+    assert set(arrays) == {"obs_rms.mean", "obs_rms.var", "ret_rms.mean", "ret_rms.var"}
+    np.testing.assert_array_equal(arrays["obs_rms.mean"], venv.obs_rms.mean)
 
+    # Loading never unpickles anything
+    def refuse(*args, **kwargs):
+        raise AssertionError("pickle used on load")
+
+    monkeypatch.setattr(pickle, "loads", refuse)
+    monkeypatch.setattr(pickle, "load", refuse)
     loaded = VecNormalize.load(path, _make())
-    assert loaded.gamma == 0.95 and loaded.clip_obs == 7.0 and loaded.norm_reward and loaded.training
-    np.testing.assert_array_equal(loaded.obs_rms.mean, venv.obs_rms.mean)
-    np.testing.assert_array_equal(loaded.obs_rms.var, venv.obs_rms.var)
-    assert loaded.obs_rms.count == venv.obs_rms.count
-    np.testing.assert_array_equal(loaded.ret_rms.var, venv.ret_rms.var)
-    x = np.ones((2, 2), np.float32)
+    assert (loaded.gamma, loaded.clip_obs, loaded.clip_reward, loaded.epsilon) == (0.95, 7.0, 3.0, 1e-6)
+    assert loaded.norm_reward and loaded.norm_obs and not loaded.training
+    _assert_same_statistics(loaded, venv)
+    x = np.array([[9.0, -2.5], [11.0, -1.9]], np.float32)
     np.testing.assert_array_equal(loaded.normalize_obs(x), venv.normalize_obs(x))
+    r = np.array([1.0, -3.0])
+    np.testing.assert_array_equal(loaded.normalize_reward(r), venv.normalize_reward(r))
     assert unwrap_vec_normalize(VecFrameStack(loaded, 2)) is loaded
+
+
+def test_save_load_dict_observations_and_file_objects():
+    venv = _trained(dict_obs=True, norm_reward=False)
+    buffer = io.BytesIO()
+    venv.save(buffer)
+    buffer.seek(0)
+    loaded = VecNormalize.load(buffer, _make(dict_obs=True))
+    assert loaded.norm_obs_keys == ["x"] and set(loaded.obs_rms) == {"x"} and not loaded.norm_reward
+    _assert_same_statistics(loaded, venv)
+    obs = {"x": np.array([[9.0, -2.5], [11.0, -1.9]], np.float32), "d": np.array([1, 2])}
+    out, expected = loaded.normalize_obs(obs), venv.normalize_obs(obs)
+    np.testing.assert_array_equal(out["x"], expected["x"])
+    np.testing.assert_array_equal(out["d"], [1, 2])
+
+
+def test_save_without_obs_normalisation_round_trips(tmp_path):
+    venv = _trained(norm_obs=False)
+    venv.save(tmp_path / "v")
+    _, arrays = load_json_and_arrays(tmp_path / "v")
+    assert set(arrays) == {"ret_rms.mean", "ret_rms.var"}
+    loaded = VecNormalize.load(tmp_path / "v", _make())
+    assert not loaded.norm_obs
+    np.testing.assert_array_equal(loaded.ret_rms.var, venv.ret_rms.var)
+
+
+def test_save_is_atomic(tmp_path, monkeypatch):
+    path = tmp_path / "v.pkl"
+    first = _trained()
+    first.save(path)
+    before = path.read_bytes()
+    original_writestr = zipfile.ZipFile.writestr
+
+    def failing_writestr(self, name, *args, **kwargs):
+        if str(getattr(name, "filename", name)) == "arrays.safetensors":
+            raise OSError("disk full")
+        return original_writestr(self, name, *args, **kwargs)
+
+    monkeypatch.setattr(zipfile.ZipFile, "writestr", failing_writestr)
+    second = _trained(gamma=0.5)
+    with pytest.raises(OSError, match="disk full"):
+        second.save(path)
+    monkeypatch.undo()
+    assert path.read_bytes() == before  # the old file is intact
+    assert sorted(os.listdir(tmp_path)) == ["v.pkl"]  # and no temporary file is left behind
+    assert VecNormalize.load(path, _make()).gamma == 0.99
 
 
 def test_load_is_strict(tmp_path):
@@ -204,9 +285,37 @@ def test_load_is_strict(tmp_path):
 
     with pytest.raises(ValueError, match=r"obs_rms.mean' has shape \(2,\).*expects \(3,\)"):
         VecNormalize.load(tmp_path / "v.zip", DummyVecEnv([WideEnv]))
+    with pytest.raises(ValueError, match="keys"):  # a Box save cannot wrap a Dict env
+        VecNormalize.load(tmp_path / "v.zip", _make(dict_obs=True))
     (tmp_path / "junk.zip").write_bytes(b"not a zip")
-    with pytest.raises(ValueError, match="not a zip"):
+    with pytest.raises(SaveFormatError, match="not a zip"):
         VecNormalize.load(tmp_path / "junk.zip", _make())
+    content = (tmp_path / "v.zip").read_bytes()
+    (tmp_path / "truncated.zip").write_bytes(content[: len(content) // 2])
+    with pytest.raises(SaveFormatError, match="truncated"):
+        VecNormalize.load(tmp_path / "truncated.zip", _make())
+    with pytest.raises(FileNotFoundError):
+        VecNormalize.load(tmp_path / "missing.pkl", _make())
+    save_json_and_arrays(tmp_path / "other.zip", {"x": 1}, {}, kind="Other")
+    with pytest.raises(SaveFormatError, match="holds a 'Other', not a 'VecNormalize'"):
+        VecNormalize.load(tmp_path / "other.zip", _make())
+
+    data, arrays = venv.get_state()
+    data["format_version"] = 99
+    save_json_and_arrays(tmp_path / "newer.zip", data, arrays, kind="VecNormalize")
+    with pytest.raises(SaveFormatError, match="newer version"):
+        VecNormalize.load(tmp_path / "newer.zip", _make())
+    data, arrays = venv.get_state()
+    data["config"]["surprise"] = 1
+    save_json_and_arrays(tmp_path / "unknown.zip", data, arrays, kind="VecNormalize")
+    with pytest.raises(SaveFormatError, match=r"unknown VecNormalize settings \['surprise'\]"):
+        VecNormalize.load(tmp_path / "unknown.zip", _make())
+    data, arrays = venv.get_state()
+    del data["counts"]["obs_rms"]
+    save_json_and_arrays(tmp_path / "nocount.zip", data, arrays, kind="VecNormalize")
+    with pytest.raises(ValueError, match="no count for 'obs_rms'"):
+        VecNormalize.load(tmp_path / "nocount.zip", _make())
+
     data, arrays = venv.get_state()
     del arrays["obs_rms.var"]
     with pytest.raises(ValueError, match=r"missing arrays \['obs_rms.var'\]"):
@@ -215,6 +324,25 @@ def test_load_is_strict(tmp_path):
     arrays["extra"] = np.zeros(1)
     with pytest.raises(ValueError, match=r"unexpected arrays \['extra'\]"):
         venv.set_state(data, arrays)
+    # A rejected state changes nothing (all checks run before any statistic is replaced)
+    other_data, other_arrays = _trained(gamma=0.5).get_state()
+    other_arrays["obs_rms.var"] = np.ones(3)
+    ret_var = venv.ret_rms.var.copy()
+    with pytest.raises(ValueError, match="obs_rms.var"):
+        venv.set_state(other_data, other_arrays)
+    assert other_arrays["ret_rms.var"] != ret_var
+    np.testing.assert_array_equal(venv.ret_rms.var, ret_var)
+
+
+def test_load_refuses_pickled_settings(tmp_path):
+    header = {"kind": "VecNormalize", "data": {"config": {"__type__": "pickled", "key": "config"}}}
+    with zipfile.ZipFile(tmp_path / "crafted.pkl", "w") as archive:
+        archive.writestr("format_version", "1")
+        archive.writestr("data.json", json.dumps(header))
+        archive.writestr("arrays.safetensors", safetensors_dumps({}))
+        archive.writestr("pickled/config", pickle.dumps({"gamma": 0.5}))
+    with pytest.raises(PickleNotAllowedError):
+        VecNormalize.load(tmp_path / "crafted.pkl", _make())
 
 
 def test_sync_envs_normalization():

@@ -1,34 +1,37 @@
 """VecNormalize: running normalisation of observations and rewards.
 
-Saved state is a zip holding ``vec_normalize.json`` (plain JSON: the settings, the dict
-keys, the counts) and one ``.npy`` file per statistics array (read back with
-``allow_pickle=False``): nothing is unpickled on load. The file is written to a temporary
-file in the same folder, synced and renamed into place, so a crash never leaves a
+Saved state uses the library's shared small-object format
+(:func:`~mlx_baselines3.common.serialization.save_json_and_arrays`): a zip holding ``data.json``
+(plain JSON: the settings, the dict keys, the counts) and ``arrays.safetensors`` (the running
+means and variances), tagged ``"VecNormalize"``. Nothing is unpickled on load, the load is strict
+(every statistic must be present, with the shape the wrapped env needs), and the file is written
+to a temporary file in the same folder, synced and renamed into place, so a crash never leaves a
 half-written file.
 """
 
 from __future__ import annotations
 
 import inspect
-import io
-import json
 import os
-import pathlib
-import tempfile
-import zipfile
 from copy import deepcopy
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 from gymnasium import spaces
 
 from mlx_baselines3.common.preprocessing import is_image_space
 from mlx_baselines3.common.running_mean_std import RunningMeanStd
+from mlx_baselines3.common.serialization import SaveFormatError, load_json_and_arrays, save_json_and_arrays
 from mlx_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvObs, VecEnvStepReturn, VecEnvWrapper
 
-_FORMAT_NAME = "mlx_baselines3.VecNormalize"
+#: Tag of VecNormalize files (checked on load).
+_KIND = "VecNormalize"
+#: Version of the layout of ``data`` inside the file; a newer one is refused on load.
 _FORMAT_VERSION = 1
-_JSON_ENTRY = "vec_normalize.json"
+#: Constructor settings stored in the file.
+_CONFIG_KEYS = frozenset(
+    {"training", "norm_obs", "norm_reward", "clip_obs", "clip_reward", "gamma", "epsilon", "norm_obs_keys"}
+)
 
 
 class VecNormalize(VecEnvWrapper):
@@ -300,7 +303,7 @@ class VecNormalize(VecEnvWrapper):
                 arrays[f"{name}.mean"] = rms.mean
                 arrays[f"{name}.var"] = rms.var
                 counts[name] = float(rms.count)
-        data = {"format": _FORMAT_NAME, "format_version": _FORMAT_VERSION, "config": config, "counts": counts}
+        data = {"format_version": _FORMAT_VERSION, "config": config, "counts": counts}
         return data, {key: np.asarray(value, dtype=np.float64) for key, value in arrays.items()}
 
     def set_state(self, data: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
@@ -342,30 +345,43 @@ class VecNormalize(VecEnvWrapper):
             return {f"obs_rms.{key}": rms for key, rms in self.obs_rms.items()}
         return {"obs_rms": self.obs_rms}
 
-    def save(self, save_path: str | pathlib.Path | io.BufferedIOBase) -> None:
-        """Save the settings and statistics (not the wrapped env) to a zip file, atomically.
+    def save(self, save_path: str | os.PathLike | IO[bytes]) -> None:
+        """Save the settings and statistics (not the wrapped env), atomically and without pickle.
+
+        The file is the shared small-object format of :func:`~mlx_baselines3.common.serialization.
+        save_json_and_arrays`: a zip of ``data.json`` (settings and counts) and
+        ``arrays.safetensors`` (the running means and variances), tagged ``"VecNormalize"``. The
+        path is used as given (no suffix is added, as in SB3).
 
         :param save_path: file path, or a binary file object
         """
         data, arrays = self.get_state()
-        entries = {_JSON_ENTRY: json.dumps(data, indent=2).encode("utf-8")}
-        for name, value in arrays.items():
-            buffer = io.BytesIO()
-            np.lib.format.write_array(buffer, value, allow_pickle=False)
-            entries[f"{name}.npy"] = buffer.getvalue()
-        _write_zip(save_path, entries)
+        save_json_and_arrays(save_path, data, arrays, kind=_KIND, suffix=None)
 
     @staticmethod
-    def load(load_path: str | pathlib.Path | io.BufferedIOBase, venv: VecEnv) -> VecNormalize:
-        """Load a wrapper saved with :meth:`save` around ``venv``.
+    def load(load_path: str | os.PathLike | IO[bytes], venv: VecEnv) -> VecNormalize:
+        """Load a wrapper saved with :meth:`save` around ``venv`` (nothing is unpickled).
 
         :param load_path: file path, or a binary file object
         :param venv: the VecEnv to wrap
         :return: the wrapper, with the saved settings and statistics
-        :raises ValueError: if the file is not a VecNormalize save or does not match ``venv``
+        :raises ValueError: if the file is not a VecNormalize save (a ``SaveFormatError``), or its
+            statistics do not match ``venv``'s observation space
         """
-        data, arrays = _read_zip(load_path)
-        vec_normalize = VecNormalize(venv, **data["config"])
+        data, arrays = load_json_and_arrays(load_path, kind=_KIND, suffix=None)
+        source = repr(str(load_path)) if isinstance(load_path, (str, os.PathLike)) else "the file"
+        if data.get("format_version", 0) > _FORMAT_VERSION:
+            raise SaveFormatError(
+                f"{source} was written by a newer version (VecNormalize format {data['format_version']}); "
+                f"this version reads format {_FORMAT_VERSION}"
+            )
+        config = data.get("config")
+        if not isinstance(config, dict):
+            raise SaveFormatError(f"{source} is a VecNormalize file without its 'config' settings")
+        unknown = sorted(set(config) - _CONFIG_KEYS)
+        if unknown:
+            raise SaveFormatError(f"{source} has unknown VecNormalize settings {unknown}")
+        vec_normalize = VecNormalize(venv, **config)
         vec_normalize.set_state(data, arrays)
         return vec_normalize
 
@@ -381,64 +397,3 @@ def _check_shapes_match(space1: spaces.Space, space2: spaces.Space) -> None:
             _check_shapes_match(space1.spaces[key], space2.spaces[key])
     elif space1.shape != space2.shape:
         raise ValueError(f"Observation space shapes differ: {space1.shape} vs {space2.shape}")
-
-
-def _write_zip(path: str | pathlib.Path | io.BufferedIOBase, entries: dict[str, bytes]) -> None:
-    """Write a zip of ``entries``; to a path atomically (temp file in the same folder, fsync, rename)."""
-    if not isinstance(path, (str, pathlib.Path)):
-        with zipfile.ZipFile(path, mode="w", compression=zipfile.ZIP_DEFLATED) as archive:
-            for name, payload in entries.items():
-                archive.writestr(name, payload)
-        return
-    target = os.path.abspath(os.fspath(path))
-    folder = os.path.dirname(target)
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(prefix=".tmp-", suffix=".zip", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as file_handler:
-            with zipfile.ZipFile(file_handler, mode="w", compression=zipfile.ZIP_DEFLATED) as archive:
-                for name, payload in entries.items():
-                    archive.writestr(name, payload)
-            file_handler.flush()
-            os.fsync(file_handler.fileno())
-        os.replace(tmp_path, target)
-    except BaseException:
-        if os.path.exists(tmp_path):
-            os.remove(tmp_path)
-        raise
-    # Make the rename itself durable
-    try:
-        dir_fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
-
-
-def _read_zip(path: str | pathlib.Path | io.BufferedIOBase) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-    """Read the JSON entry and the ``.npy`` arrays of a VecNormalize save (no pickle)."""
-    try:
-        archive = zipfile.ZipFile(path if not isinstance(path, pathlib.Path) else os.fspath(path))
-    except zipfile.BadZipFile as exc:
-        raise ValueError(f"{path} is not a VecNormalize save (not a zip file)") from exc
-    with archive:
-        names = archive.namelist()
-        if _JSON_ENTRY not in names:
-            raise ValueError(f"{path} is not a VecNormalize save: it has no '{_JSON_ENTRY}' entry")
-        data = json.loads(archive.read(_JSON_ENTRY).decode("utf-8"))
-        if data.get("format") != _FORMAT_NAME:
-            raise ValueError(f"{path} is not a VecNormalize save (format: {data.get('format')!r})")
-        if data.get("format_version", 0) > _FORMAT_VERSION:
-            raise ValueError(
-                f"{path} was written by a newer version (format {data['format_version']}); "
-                f"this version reads format {_FORMAT_VERSION}"
-            )
-        arrays = {}
-        for name in names:
-            if name.endswith(".npy"):
-                arrays[name[: -len(".npy")]] = np.load(io.BytesIO(archive.read(name)), allow_pickle=False)
-    return data, arrays
