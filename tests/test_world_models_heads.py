@@ -187,3 +187,20 @@ def test_mtp_head_one_output_layer_per_offset():
     normal.out.weight = mx.array(w)
     moved = np.abs(np.array(normal(h)) - base).max(axis=(0, 1, 3))
     assert moved[2] > 0 and np.all(moved[[0, 1, 3]] == 0)
+
+
+def test_package_imports_nothing_else_from_mlx_baselines3():
+    import ast
+    import pathlib
+
+    import mlx_baselines3.world_models as wm
+
+    for path in pathlib.Path(wm.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+            if isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            for name in names:
+                assert not name.startswith("mlx_baselines3") or name.startswith(
+                    "mlx_baselines3.world_models"
+                ), f"{path.name} imports {name}"
