@@ -66,9 +66,11 @@ class NatureCNN(BaseFeaturesExtractor):
     def __init__(
         self, observation_space: gym.Space, features_dim: int = 512, normalized_image: bool = False
     ) -> None:
-        assert isinstance(observation_space, spaces.Box), (
-            "NatureCNN must be used with a gym.spaces.Box observation space, not ", observation_space
-        )
+        if not isinstance(observation_space, spaces.Box):
+            raise ValueError(
+                f"NatureCNN must be used with an image (gym.spaces.Box) observation space, not {observation_space}"
+                " (use `MultiInputPolicy` for Dict observations, `MlpPolicy` for vectors)"
+            )
         super().__init__(observation_space, features_dim)
         if not is_image_space(observation_space, check_channels=False, normalized_image=normalized_image):
             raise ValueError(
