@@ -108,10 +108,10 @@ def test_state_dict_round_trip_and_strict_errors():
     state = dict(a.state_dict())
     state.pop("value_net.bias")
     state["extra.weight"] = mx.zeros((2,))
-    with pytest.raises(ValueError, match=r"missing keys: \['value_net.bias'\].*unexpected keys: \['extra.weight'\]"):
+    with pytest.raises(ValueError, match=r"missing keys \['value_net.bias'\], unexpected keys \['extra.weight'\]"):
         b.load_state_dict(state)
     other_arch = make_policy(net_arch=[32, 32])
-    with pytest.raises(ValueError, match="shape mismatches: .*expected \\(64, 4\\), got \\(32, 4\\)"):
+    with pytest.raises(ValueError, match=r"mis-shaped arrays .*layers.0.weight: expected \(64, 4\), got \(32, 4\)"):
         b.load_state_dict(other_arch.state_dict())
     # nothing was half-loaded
     for key, value in a.state_dict().items():

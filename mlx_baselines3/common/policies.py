@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import warnings
 from abc import abstractmethod
-
 from functools import partial
 from typing import Any, TypeVar
 
@@ -19,7 +18,6 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
 from gymnasium import spaces
-from mlx.utils import tree_flatten, tree_unflatten
 
 from mlx_baselines3.common.distributions import (
     BernoulliDistribution,
@@ -67,45 +65,6 @@ def make_optimizer(
             raise ValueError("Adam with weight_decay is not supported by MLX's Adam: use mlx.optimizers.AdamW")
         kwargs.pop("weight_decay")
     return optimizer_class(learning_rate=learning_rate, **kwargs)
-
-
-def flat_state_dict(module: nn.Module) -> dict[str, mx.array]:
-    """The module's parameters as a flat ``{dotted.name: array}`` dict."""
-    return dict(tree_flatten(module.parameters()))
-
-
-def load_flat_state_dict(module: nn.Module, state_dict: dict[str, Any], strict: bool = True) -> None:
-    """Load a flat ``{dotted.name: array}`` dict into ``module``.
-
-    :param strict: raise a ``ValueError`` that names every missing, unexpected and mis-shaped key
-        (nothing is loaded in that case). When False, only matching keys of the right shape load.
-    """
-    current = flat_state_dict(module)
-    missing = sorted(set(current) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(current))
-    mismatched = sorted(
-        f"{key}: expected {tuple(current[key].shape)}, got {tuple(np.shape(state_dict[key]))}"
-        for key in set(current) & set(state_dict)
-        if tuple(current[key].shape) != tuple(np.shape(state_dict[key]))
-    )
-    if strict and (missing or unexpected or mismatched):
-        problems = []
-        if missing:
-            problems.append(f"missing keys: {missing}")
-        if unexpected:
-            problems.append(f"unexpected keys: {unexpected}")
-        if mismatched:
-            problems.append(f"shape mismatches: {mismatched}")
-        raise ValueError(f"Cannot load state dict into {type(module).__name__}: " + "; ".join(problems))
-    bad = set(unexpected) | {key.split(":")[0] for key in mismatched}
-    updates = [
-        (key, value if isinstance(value, mx.array) else mx.array(np.asarray(value)))
-        for key, value in state_dict.items()
-        if key not in bad and key in current
-    ]
-    updates = [(key, value.astype(current[key].dtype)) for key, value in updates]
-    module.update(tree_unflatten(updates))
-    mx.eval(module.parameters())
 
 
 class BaseModel(nn.Module):
@@ -192,11 +151,19 @@ class BaseModel(nn.Module):
 
     def state_dict(self) -> dict[str, mx.array]:
         """Flat ``{dotted.name: array}`` of every parameter."""
-        return flat_state_dict(self)
+        from mlx_baselines3.common.save_util import module_state_dict
+
+        return module_state_dict(self)
 
     def load_state_dict(self, state_dict: dict[str, Any], strict: bool = True) -> None:
-        """Load parameters; strict by default (missing / unexpected / mis-shaped keys raise)."""
-        load_flat_state_dict(self, state_dict, strict=strict)
+        """Load parameters in place.
+
+        :param strict: when True (default), a missing or unexpected key raises; shapes are always
+            checked. The error names every offending key and nothing is loaded.
+        """
+        from mlx_baselines3.common.save_util import load_module_state
+
+        load_module_state(self, state_dict, what=type(self).__name__, strict=strict)
 
     def set_training_mode(self, mode: bool) -> None:
         """Put the policy in training or evaluation mode (dropout, batch norm)."""
@@ -601,9 +568,7 @@ __all__ = [
     "BaseModel",
     "BasePolicy",
     "MultiInputActorCriticPolicy",
-    "flat_state_dict",
     "is_image_space",
-    "load_flat_state_dict",
     "make_optimizer",
 ]
 
