@@ -414,9 +414,22 @@ class BaseAlgorithm(ABC):
         custom_objects: dict[str, Any] | None = None,
         print_system_info: bool = False,
         force_reset: bool = True,
+        allow_pickle: bool = False,
         **kwargs: Any,
     ) -> SelfBaseAlgorithm:
-        """Load a model saved with :meth:`save` (nothing is unpickled unless ``allow_pickle=True``)."""
+        """Load a model saved with :meth:`save`.
+
+        :param path: the zip file (``.zip`` appended when missing)
+        :param env: env for further training (its spaces must match the stored ones); None to predict only
+        :param device: ``"auto"``, ``"cpu"`` or ``"gpu"``
+        :param custom_objects: values that replace stored entries (e.g. a ``learning_rate`` schedule or a
+            custom class), without unpickling them
+        :param print_system_info: print the system info stored in the file and the current one
+        :param force_reset: reset the env before further training
+        :param allow_pickle: unpickle the stored objects that are not described as JSON (a user's
+            lambda or class). Off by default: only do this for files you trust
+        :param kwargs: attributes to change on the loaded model (e.g. ``learning_rate``)
+        """
         from mlx_baselines3.common import save_util
 
         return save_util.load_algorithm(
@@ -427,6 +440,7 @@ class BaseAlgorithm(ABC):
             custom_objects=custom_objects,
             print_system_info=print_system_info,
             force_reset=force_reset,
+            allow_pickle=allow_pickle,
             **kwargs,
         )
 
