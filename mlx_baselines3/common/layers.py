@@ -192,6 +192,11 @@ class CombinedExtractor(BaseFeaturesExtractor):
     def __init__(
         self, observation_space: spaces.Dict, cnn_output_dim: int = 256, normalized_image: bool = False
     ) -> None:
+        if not isinstance(observation_space, spaces.Dict):
+            raise ValueError(
+                f"CombinedExtractor (`MultiInputPolicy`) needs a Dict observation space, not {observation_space}: "
+                "use `MlpPolicy` for vectors or `CnnPolicy` for images"
+            )
         super().__init__(observation_space, features_dim=1)
         extractors: dict[str, nn.Module] = {}
         total = 0
