@@ -33,20 +33,23 @@ def a2c_loss(
     hyper: dict[str, mx.array],
     normalize_advantage: bool = False,
 ) -> tuple[mx.array, tuple[mx.array, ...]]:
-    """A2C's loss: ``-(A * log pi(a|s)).mean() + ent_coef * entropy_loss + vf_coef * MSE(returns, V)``.
+    """A2C's loss: ``-(A * log pi(a|s)).mean() + ent_coef * entropy_loss + vf_coef * value_loss``.
+
+    ``value_loss`` is the policy's (:meth:`ActorCriticPolicy.evaluate_actions_and_value_loss`):
+    ``MSE(returns, V)`` for the default critic, the two-hot loss for ``value_head="twohot"``.
 
     :return: the total loss and ``(policy_loss, value_loss, entropy_loss)``
     """
     actions = batch["actions"]
     if isinstance(policy.action_space, spaces.Discrete):
         actions = actions.reshape(-1).astype(mx.int32)
-    values, log_prob, entropy = policy.evaluate_actions(batch["observations"], actions)
-    values = values.reshape(-1)
+    value_loss, log_prob, entropy = policy.evaluate_actions_and_value_loss(
+        batch["observations"], actions, batch["returns"]
+    )
     advantages = batch["advantages"]
     if normalize_advantage and advantages.shape[0] > 1:
         advantages = normalize_advantages(advantages)
     policy_loss = -(advantages * log_prob).mean()
-    value_loss = ((batch["returns"] - values) ** 2).mean()
     entropy_loss = -(-log_prob).mean() if entropy is None else -entropy.mean()
     loss = policy_loss + hyper["ent_coef"] * entropy_loss + hyper["vf_coef"] * value_loss
     return loss, (policy_loss, value_loss, entropy_loss)

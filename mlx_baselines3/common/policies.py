@@ -42,6 +42,8 @@ from mlx_baselines3.common.preprocessing import (
     preprocess_obs,
 )
 from mlx_baselines3.common.type_aliases import Schedule
+from mlx_baselines3.world_models.twohot import TwoHot
+from mlx_baselines3.world_models.value_loss import twohot_value_loss, twohot_values
 
 SelfBaseModel = TypeVar("SelfBaseModel", bound="BaseModel")
 
@@ -167,7 +169,8 @@ class BaseModel(nn.Module):
 
     def set_training_mode(self, mode: bool) -> None:
         """Put the policy in training or evaluation mode (dropout, batch norm)."""
-        self.train(mode)
+        if self.training != mode:  # walking the module tree costs ~0.2 ms: skip when nothing changes
+            self.train(mode)
 
     @property
     def device(self) -> mx.Device:
@@ -367,6 +370,12 @@ class ActorCriticPolicy(BasePolicy):
     :param normalize_images: scale uint8 images to [0, 1]
     :param optimizer_class: MLX optimizer class (Adam by default, with PyTorch-style bias correction)
     :param optimizer_kwargs: its keyword arguments (Adam: ``eps=1e-5`` by default, as SB3)
+    :param value_head: ``"mse"`` (default, SB3's critic: one output trained with the mean squared
+        error) or ``"twohot"`` (a distributional critic: ``K`` logits over fixed bins in symlog space,
+        trained with the two-hot cross-entropy on the returns; see :meth:`evaluate_actions_and_value_loss`)
+    :param value_head_kwargs: ``"twohot"`` only: ``num_bins`` (default 255), ``low`` / ``high``
+        (default -20 / 20, in symlog units) and ``space`` (``"symlog"``, default, or ``"raw"``)
+        of the :class:`~mlx_baselines3.world_models.TwoHot` bins
     """
 
     def __init__(
@@ -388,11 +397,14 @@ class ActorCriticPolicy(BasePolicy):
         normalize_images: bool = True,
         optimizer_class: type[optim.Optimizer] = optim.Adam,
         optimizer_kwargs: dict[str, Any] | None = None,
+        value_head: str = "mse",
+        value_head_kwargs: dict[str, Any] | None = None,
     ) -> None:
         if optimizer_kwargs is None:
             optimizer_kwargs = {}
             if optimizer_class == optim.Adam:
                 optimizer_kwargs["eps"] = 1e-5
+        two_hot = make_value_head_bins(value_head, value_head_kwargs)
         super().__init__(
             observation_space,
             action_space,
@@ -421,6 +433,10 @@ class ActorCriticPolicy(BasePolicy):
             log_std_init=log_std_init,
             share_features_extractor=share_features_extractor,
             dist_kwargs=None,
+            value_head=value_head,
+            value_head_kwargs=dict(value_head_kwargs or {}),
+            # A plain attribute, not a child array: the bins must not become parameters.
+            _two_hot=two_hot,
         )
         self.features_extractor = self.make_features_extractor()
         self._set_config(features_dim=self.features_extractor.features_dim)
@@ -449,6 +465,8 @@ class ActorCriticPolicy(BasePolicy):
                 features_extractor_class=self.features_extractor_class,
                 features_extractor_kwargs=self.features_extractor_kwargs,
                 share_features_extractor=self.share_features_extractor,
+                value_head=self.value_head,
+                value_head_kwargs=self.value_head_kwargs,
             )
         )
         return data
@@ -470,18 +488,31 @@ class ActorCriticPolicy(BasePolicy):
             self.action_net = self.action_dist.proba_distribution_net(latent_dim=latent_dim_pi)
         else:
             raise NotImplementedError(f"Unsupported distribution '{self.action_dist}'.")
-        self.value_net = nn.Linear(self.mlp_extractor.latent_dim_vf, 1)
+        latent_dim_vf = self.mlp_extractor.latent_dim_vf
+        if self._two_hot is None:
+            self.value_net = nn.Linear(latent_dim_vf, 1)
+        else:
+            self.value_net = nn.Linear(latent_dim_vf, self._two_hot.num_bins)
         if self.ortho_init:
             gains: list[tuple[nn.Module, float]] = [
                 (self.features_extractor, math.sqrt(2)),
                 (self.mlp_extractor, math.sqrt(2)),
                 (self.action_net, 0.01),
-                (self.value_net, 1.0),
             ]
+            if self._two_hot is None:
+                gains.append((self.value_net, 1.0))
             if not self.share_features_extractor:
                 gains.append((self.vf_features_extractor, math.sqrt(2)))
             for module, gain in gains:
                 orthogonal_init(module, gain)
+        if self._two_hot is not None:
+            # Zero-initialised two-hot layer (DreamerV3): uniform probabilities over symmetric bins
+            # decode to exactly 0, so the first value predictions are 0 rather than an arbitrary
+            # value that may be far off the return scale. Done after (and never overridden by)
+            # the orthogonal init. The critic trunk gets its gradient once this layer has moved
+            # (from the second update on).
+            self.value_net.weight = mx.zeros_like(self.value_net.weight)
+            self.value_net.bias = mx.zeros_like(self.value_net.bias)
         self.optimizer = make_optimizer(self.optimizer_class, lr_schedule(1), self.optimizer_kwargs)
         self.optimizer.init(self.trainable_parameters())
 
@@ -498,7 +529,7 @@ class ActorCriticPolicy(BasePolicy):
     def __call__(self, obs: Any, deterministic: bool = False) -> tuple[mx.array, mx.array, mx.array]:
         """Actions, values ``[B, 1]`` and log-probabilities for a batch of observations."""
         latent_pi, latent_vf = self._latents(obs)
-        values = self.value_net(latent_vf)
+        values = self._values_from_head(self.value_net(latent_vf))
         distribution = self._get_action_dist_from_latent(latent_pi)
         actions = distribution.get_actions(deterministic=deterministic)
         log_prob = distribution.log_prob(actions)
@@ -523,8 +554,56 @@ class ActorCriticPolicy(BasePolicy):
         latent_pi, latent_vf = self._latents(obs)
         distribution = self._get_action_dist_from_latent(latent_pi)
         log_prob = distribution.log_prob(actions)
-        values = self.value_net(latent_vf)
+        values = self._values_from_head(self.value_net(latent_vf))
         return values, log_prob, distribution.entropy()
+
+    def evaluate_actions_and_value_loss(
+        self,
+        obs: Any,
+        actions: mx.array,
+        returns: mx.array,
+        old_values: mx.array | None = None,
+        clip_range_vf: mx.array | None = None,
+    ) -> tuple[mx.array, mx.array, mx.array | None]:
+        """The value loss, log-probabilities and entropy of ``actions``: what PPO's and A2C's losses need.
+
+        ``"mse"`` head: ``mean((returns - V)^2)`` on :meth:`evaluate_actions`'s values, where ``V`` is
+        first clipped to ``old_values ± clip_range_vf`` when ``clip_range_vf`` is given (SB3's
+        value clipping). ``"twohot"`` head: the mean two-hot cross-entropy of the value logits
+        against ``returns`` (:func:`~mlx_baselines3.world_models.twohot_value_loss`; with symlog bins
+        the critic regresses ``symlog(returns)``, so the loss does not grow with the reward scale).
+
+        :param obs: a batch of observations
+        :param actions: the actions taken, shaped as :meth:`evaluate_actions` expects
+        :param returns: the value targets ``[B]`` (raw scale)
+        :param old_values: the values at collection time ``[B]`` (needed for ``clip_range_vf``)
+        :param clip_range_vf: value-clipping range (``"mse"`` head only), an ``mx.array`` scalar
+        :return: ``(value_loss, log_prob, entropy)``; ``entropy`` is None when the distribution has
+            no closed form
+        :raises ValueError: ``clip_range_vf`` with the two-hot head, or without ``old_values``
+        """
+        if clip_range_vf is not None and old_values is None:
+            raise ValueError("evaluate_actions_and_value_loss: clip_range_vf needs old_values")
+        if self._two_hot is None:
+            values, log_prob, entropy = self.evaluate_actions(obs, actions)
+            values = values.reshape(-1)
+            if clip_range_vf is not None:
+                assert old_values is not None
+                values = old_values + mx.clip(values - old_values, -clip_range_vf, clip_range_vf)
+            return ((returns - values) ** 2).mean(), log_prob, entropy
+        if clip_range_vf is not None:
+            raise ValueError(TWOHOT_CLIP_VF_ERROR)
+        latent_pi, latent_vf = self._latents(obs)
+        distribution = self._get_action_dist_from_latent(latent_pi)
+        log_prob = distribution.log_prob(actions)
+        value_loss = twohot_value_loss(self.value_net(latent_vf), returns.reshape(-1), self._two_hot)
+        return value_loss, log_prob, distribution.entropy()
+
+    def _values_from_head(self, head_output: mx.array) -> mx.array:
+        """Values ``[B, 1]`` (raw scale) from the value layer's output (``[B, 1]`` or ``[B, K]`` logits)."""
+        if self._two_hot is None:
+            return head_output
+        return twohot_values(head_output, self._two_hot)[..., None]
 
     def get_distribution(self, obs: Any) -> Distribution:
         """The action distribution for ``obs``."""
@@ -536,7 +615,7 @@ class ActorCriticPolicy(BasePolicy):
         """Value estimates ``[B, 1]``."""
         extractor = self.features_extractor if self.share_features_extractor else self.vf_features_extractor
         features = self.extract_features(obs, extractor)
-        return self.value_net(self.mlp_extractor.forward_critic(features))
+        return self._values_from_head(self.value_net(self.mlp_extractor.forward_critic(features)))
 
 
 class ActorCriticCnnPolicy(ActorCriticPolicy):
@@ -553,6 +632,45 @@ class MultiInputActorCriticPolicy(ActorCriticPolicy):
         self, *args: Any, features_extractor_class: type[BaseFeaturesExtractor] = CombinedExtractor, **kwargs: Any
     ):
         super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)
+
+
+VALUE_HEADS = ("mse", "twohot")
+TWOHOT_KWARGS = ("num_bins", "low", "high", "space")
+TWOHOT_CLIP_VF_ERROR = (
+    "clip_range_vf is not supported with value_head='twohot': the two-hot critic predicts a distribution "
+    "over bins, and clipping its decoded value would give no gradient to the bins outside the clip range. "
+    "Pass clip_range_vf=None (the two-hot loss is already insensitive to the reward scale)."
+)
+
+
+def make_value_head_bins(value_head: str, value_head_kwargs: dict[str, Any] | None) -> TwoHot | None:
+    """Check ``value_head`` / ``value_head_kwargs`` and build the critic's bins (None for ``"mse"``).
+
+    Defaults for ``"twohot"``: 255 bins over ``[-20, 20]`` in symlog space, as DreamerV3. The range
+    covers returns up to ``symexp(20) ≈ 4.9e8`` in magnitude, so the head needs no tuning to the
+    reward scale (its purpose); the bins are 0.157 symlog units apart, and a target between two
+    bins is encoded exactly by interpolation. A symmetric range (``low == -high``) keeps the
+    zero-initialised head's first predictions at exactly 0. Narrow the range (e.g. ``num_bins=101,
+    low=-10, high=10``) when the returns are known to stay small.
+    """
+    if value_head not in VALUE_HEADS:
+        raise ValueError(f"value_head must be one of {VALUE_HEADS}, got {value_head!r}")
+    kwargs = dict(value_head_kwargs or {})
+    if value_head == "mse":
+        if kwargs:
+            raise ValueError(f"value_head_kwargs are only used with value_head='twohot', got {kwargs}")
+        return None
+    unknown = sorted(set(kwargs) - set(TWOHOT_KWARGS))
+    if unknown:
+        raise ValueError(
+            f"Unknown value_head_kwargs {unknown} for value_head='twohot': expected keys from {TWOHOT_KWARGS}"
+        )
+    return TwoHot(
+        num_bins=kwargs.get("num_bins", 255),
+        low=kwargs.get("low", -20.0),
+        high=kwargs.get("high", 20.0),
+        space=kwargs.get("space", "symlog"),
+    )
 
 
 def get_policy_from_name(policy_aliases: dict[str, type[BasePolicy]], name: str) -> type[BasePolicy]:

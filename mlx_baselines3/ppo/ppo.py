@@ -12,6 +12,7 @@ from gymnasium import spaces
 
 from mlx_baselines3.common.on_policy_algorithm import OnPolicyAlgorithm
 from mlx_baselines3.common.policies import (
+    TWOHOT_CLIP_VF_ERROR,
     ActorCriticCnnPolicy,
     ActorCriticPolicy,
     BasePolicy,
@@ -43,6 +44,9 @@ def ppo_loss(
 ) -> tuple[mx.array, tuple[mx.array, ...]]:
     """PPO's clipped surrogate loss, value loss and entropy bonus (a pure function of the policy).
 
+    The value loss is the policy's (:meth:`ActorCriticPolicy.evaluate_actions_and_value_loss`): the
+    mean squared error for the default critic, the two-hot loss for ``value_head="twohot"``.
+
     :param policy: the actor-critic
     :param batch: ``observations``, ``actions``, ``old_values``, ``old_log_prob``, ``advantages``, ``returns``
     :param hyper: ``clip_range``, ``clip_range_vf`` (used when ``clip_value``), ``ent_coef``, ``vf_coef``
@@ -53,8 +57,13 @@ def ppo_loss(
     actions = batch["actions"]
     if isinstance(policy.action_space, spaces.Discrete):
         actions = actions.reshape(-1).astype(mx.int32)
-    values, log_prob, entropy = policy.evaluate_actions(batch["observations"], actions)
-    values = values.reshape(-1)
+    value_loss, log_prob, entropy = policy.evaluate_actions_and_value_loss(
+        batch["observations"],
+        actions,
+        batch["returns"],
+        old_values=batch["old_values"] if clip_value else None,
+        clip_range_vf=hyper["clip_range_vf"] if clip_value else None,
+    )
     advantages = batch["advantages"]
     if normalize_advantage and advantages.shape[0] > 1:
         advantages = normalize_advantages(advantages)
@@ -65,13 +74,6 @@ def ppo_loss(
     policy_loss_2 = advantages * mx.clip(ratio, 1 - clip_range, 1 + clip_range)
     policy_loss = -mx.minimum(policy_loss_1, policy_loss_2).mean()
     clip_fraction = (mx.abs(ratio - 1) > clip_range).astype(mx.float32).mean()
-    if clip_value:
-        clip_range_vf = hyper["clip_range_vf"]
-        old_values = batch["old_values"]
-        values_pred = old_values + mx.clip(values - old_values, -clip_range_vf, clip_range_vf)
-    else:
-        values_pred = values
-    value_loss = ((batch["returns"] - values_pred) ** 2).mean()
     if entropy is None:
         entropy_loss = -(-log_prob).mean()
     else:
@@ -214,6 +216,8 @@ class PPO(OnPolicyAlgorithm):
             if isinstance(self.clip_range_vf, (float, int)) and self.clip_range_vf <= 0:
                 raise ValueError("`clip_range_vf` must be positive, pass `None` to deactivate vf clipping")
             self.clip_range_vf_schedule = FloatSchedule(self.clip_range_vf)
+        if self.clip_range_vf is not None and getattr(self.policy, "value_head", "mse") == "twohot":
+            raise ValueError(TWOHOT_CLIP_VF_ERROR)
         loss_fn = partial(
             ppo_loss, normalize_advantage=self.normalize_advantage, clip_value=self.clip_range_vf is not None
         )
