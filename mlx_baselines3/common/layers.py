@@ -14,6 +14,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from gymnasium import spaces
 
+from mlx_baselines3.common.activations import Tanh
 from mlx_baselines3.common.preprocessing import get_flattened_obs_dim, is_image_space, is_image_space_channels_first
 
 
@@ -121,6 +122,9 @@ def create_mlp(
     with_bias: bool = True,
 ) -> list[nn.Module]:
     """Layers of a fully connected network (``output_dim <= 0`` means no output layer)."""
+    if activation_fn is nn.Tanh:
+        # Same function, several times faster on MLX's CPU backend (see common/activations.py)
+        activation_fn = Tanh
     modules: list[nn.Module] = []
     last_dim = input_dim
     for width in net_arch:

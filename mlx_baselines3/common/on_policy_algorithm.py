@@ -249,6 +249,13 @@ class OnPolicyAlgorithm(BaseAlgorithm):
             return np.clip(actions, self.action_space.low, self.action_space.high)
         return actions
 
+    def _select_actions(self, obs: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Sampled actions, values ``[n_envs, 1]`` and log-probabilities for the current observations."""
+        outputs = self._policy_step(obs_as_mx(obs))
+        mx.eval(outputs)
+        actions, values, log_probs = (np.array(output) for output in outputs)
+        return actions, values, log_probs
+
     def collect_rollouts(
         self,
         env: VecEnv,
@@ -272,11 +279,7 @@ class OnPolicyAlgorithm(BaseAlgorithm):
         new_obs: Any = None
         dones: np.ndarray = np.zeros(env.num_envs, dtype=bool)
         while n_steps < n_rollout_steps:
-            obs_tensor = obs_as_mx(self._last_obs)
-            actions_mx, values_mx, log_probs_mx = self._policy_step(obs_tensor)
-            actions = np.array(actions_mx)
-            values = np.array(values_mx)
-            log_probs = np.array(log_probs_mx)
+            actions, values, log_probs = self._select_actions(self._last_obs)
             clipped_actions = self._clip_actions(actions)
             new_obs, rewards, dones, infos = env.step(clipped_actions)
             self.num_timesteps += env.num_envs
