@@ -1,0 +1,181 @@
+"""Training throughput (env steps per second) of this package against Stable-Baselines3, same machine,
+same hyperparameters, same run.
+
+Each measurement is a fresh process: build the model, warm up (``learn(warmup)``: first compile,
+buffers filled past ``learning_starts``), then time ``learn(steps, reset_num_timesteps=False)``.
+The two libraries alternate, ``--reps`` times each; the table shows medians and the ratio
+(this package's FPS / SB3's FPS). SB3 runs from another interpreter (``--sb3-python`` or
+``$SB3_PYTHON``) with torch pinned to 1 thread.
+
+  python benchmarks/throughput.py                        # all algorithms, 3 reps
+  python benchmarks/throughput.py --algos ppo sac --reps 5 --plot throughput.png
+  python benchmarks/throughput.py --algos ppo --profile   # where an iteration's time goes (this package)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections import defaultdict
+from typing import Any
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from _harness import find_sb3_python, import_library, median, print_table, run_worker  # noqa: E402
+
+# name -> (class name, env id, n_envs, constructor kwargs, warmup steps, timed steps)
+SETUPS: dict[str, dict[str, Any]] = {
+    "ppo": dict(cls="PPO", env="CartPole-v1", n_envs=8, kwargs=dict(n_steps=256), warmup=2048, steps=16384),
+    "a2c": dict(cls="A2C", env="CartPole-v1", n_envs=8, kwargs=dict(), warmup=2000, steps=20000),
+    "sac": dict(cls="SAC", env="Pendulum-v1", n_envs=1, kwargs=dict(), warmup=300, steps=1500),
+    "td3": dict(cls="TD3", env="Pendulum-v1", n_envs=1, kwargs=dict(), warmup=300, steps=1500),
+    "dqn": dict(
+        cls="DQN",
+        env="CartPole-v1",
+        n_envs=1,
+        kwargs=dict(
+            learning_rate=2.3e-3, batch_size=64, buffer_size=100_000, learning_starts=1000, gamma=0.99,
+            target_update_interval=10, train_freq=256, gradient_steps=128, exploration_fraction=0.16,
+            exploration_final_eps=0.04, policy_kwargs=dict(net_arch=[256, 256]),
+        ),
+        warmup=1280,
+        steps=5120,
+    ),
+}
+
+
+class _Timer:
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+        self.calls: dict[str, int] = defaultdict(int)
+
+    def wrap(self, owner: Any, name: str, label: str) -> None:
+        original = getattr(owner, name)
+
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.perf_counter()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.seconds[label] += time.perf_counter() - start
+                self.calls[label] += 1
+
+        setattr(owner, name, timed)
+
+
+def _install_profile(model: Any, timer: _Timer) -> None:
+    """Time the parts of an iteration: env step, action selection, buffer writes, update."""
+    timer.wrap(model.env, "step", "env step")
+    timer.wrap(model, "train", "update (train)")
+    for name in ("_policy_step", "_sample_action"):
+        if hasattr(model, name):
+            timer.wrap(model, name, "action selection")
+    for buffer_name in ("rollout_buffer", "replay_buffer"):
+        buffer = getattr(model, buffer_name, None)
+        if buffer is not None:
+            timer.wrap(buffer, "add", "buffer add")
+            if hasattr(buffer, "compute_returns_and_advantage"):
+                timer.wrap(buffer, "compute_returns_and_advantage", "GAE")
+
+
+def worker(library: str, job: dict[str, Any]) -> dict[str, Any]:
+    lib = import_library(library)
+    setup = SETUPS[job["algo"]]
+    env_util = __import__(f"{lib.__name__}.common.env_util", fromlist=["make_vec_env"])
+    env = env_util.make_vec_env(setup["env"], n_envs=setup["n_envs"], seed=job["seed"])
+    model = getattr(lib, setup["cls"])("MlpPolicy", env, seed=job["seed"], verbose=0, **setup["kwargs"])
+    model.learn(setup["warmup"])
+    timer = _Timer()
+    if job.get("profile"):
+        _install_profile(model, timer)
+    start = time.perf_counter()
+    before = model.num_timesteps
+    model.learn(setup["steps"], reset_num_timesteps=False)
+    seconds = time.perf_counter() - start
+    result: dict[str, Any] = {"fps": (model.num_timesteps - before) / seconds, "seconds": seconds}
+    if job.get("profile"):
+        accounted = sum(timer.seconds.values())
+        result["profile"] = {**timer.seconds, "other (loop, callbacks, logging)": seconds - accounted}
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--algos", nargs="+", default=list(SETUPS), choices=list(SETUPS))
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--sb3-python", default=None)
+    parser.add_argument("--no-sb3", action="store_true")
+    parser.add_argument("--profile", action="store_true", help="print where an iteration's time goes")
+    parser.add_argument("--plot", default=None, help="write a bar chart of the ratios to this PNG")
+    parser.add_argument("--worker", choices=["mlx", "sb3"], help=argparse.SUPPRESS)
+    parser.add_argument("--job", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        print(json.dumps(worker(args.worker, json.loads(args.job))))
+        return
+
+    script = os.path.abspath(__file__)
+    if args.profile:
+        libraries = ["mlx"]
+        sb3_python = find_sb3_python(args.sb3_python) if not args.no_sb3 else None
+        if sb3_python:
+            libraries.append("sb3")
+        for algo in args.algos:
+            for library in libraries:
+                python = sys.executable if library == "mlx" else sb3_python
+                result = run_worker(python, script, library, {"algo": algo, "seed": 0, "profile": True})  # type: ignore[arg-type]
+                total = result["seconds"]
+                print(f"\n{algo.upper()} ({library}): {result['fps']:.0f} FPS over {total:.1f} s")
+                rows = [[part, seconds, 100 * seconds / total] for part, seconds in
+                        sorted(result["profile"].items(), key=lambda item: -item[1])]
+                print_table(["part", "seconds", "%"], rows)
+        return
+
+    sb3_python = None if args.no_sb3 else find_sb3_python(args.sb3_python)
+    print(f"Throughput | algos {args.algos} | reps {args.reps} | SB3: {sb3_python or 'not available'}")
+    fps: dict[str, dict[str, list[float]]] = {algo: {"mlx": [], "sb3": []} for algo in args.algos}
+    for rep in range(args.reps):
+        for algo in args.algos:
+            libraries = ["mlx", "sb3"] if sb3_python else ["mlx"]
+            if rep % 2 == 1:
+                libraries.reverse()
+            for library in libraries:
+                python = sys.executable if library == "mlx" else sb3_python
+                result = run_worker(python, script, library, {"algo": algo, "seed": rep})  # type: ignore[arg-type]
+                fps[algo][library].append(result["fps"])
+                print(f"  rep {rep} {algo} {library}: {result['fps']:.0f} FPS")
+    rows = []
+    for algo in args.algos:
+        setup = SETUPS[algo]
+        mlx_fps, sb3_fps = median(fps[algo]["mlx"]), median(fps[algo]["sb3"])
+        rows.append([algo.upper(), setup["env"], setup["n_envs"], mlx_fps, sb3_fps,
+                     mlx_fps / sb3_fps if fps[algo]["sb3"] else float("nan")])
+    timed = ', '.join(f"{a}: {SETUPS[a]['steps']}" for a in args.algos)
+    print(f"\nMedians over {args.reps} reps (timed {timed} steps "
+          "after warm-up):")
+    print_table(["algo", "env", "n_envs", "mlx FPS", "SB3 FPS", "ratio"], rows)
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        fig, ax = plt.subplots(figsize=(6, 3.5))
+        names = [row[0] for row in rows]
+        ratios = [row[5] for row in rows]
+        ax.bar(names, ratios, color="tab:blue")
+        ax.axhline(1.0, color="black", linewidth=0.8)
+        ax.set_ylabel("FPS ratio (mlx_baselines3 / SB3)")
+        ax.set_title("Training throughput, same machine, same run")
+        for index, ratio in enumerate(ratios):
+            ax.text(index, ratio, f"{ratio:.2f}x", ha="center", va="bottom")
+        fig.tight_layout()
+        fig.savefig(args.plot, dpi=120)
+        print(f"Wrote {args.plot}")
+
+
+if __name__ == "__main__":
+    main()
