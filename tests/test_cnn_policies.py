@@ -14,8 +14,10 @@ from mlx.utils import tree_unflatten
 from mlx_baselines3 import A2C, PPO
 from mlx_baselines3.common.envs import FakeImageEnv, SimpleMultiObsEnv
 from mlx_baselines3.common.layers import BaseFeaturesExtractor, NatureCNN
-from mlx_baselines3.common.policies import ActorCriticCnnPolicy, flat_state_dict, load_flat_state_dict
+from mlx_baselines3.common.policies import ActorCriticCnnPolicy
 from mlx_baselines3.common.preprocessing import preprocess_obs
+from mlx_baselines3.common.save_util import load_module_state as load_flat_state_dict
+from mlx_baselines3.common.save_util import module_state_dict as flat_state_dict
 from mlx_baselines3.common.serialization import PickleNotAllowedError, StateDictMismatchError
 from mlx_baselines3.common.vec_env import VecTransposeImage, is_vecenv_wrapped
 
