@@ -167,6 +167,7 @@ def test_state_round_trip_and_mismatch_errors():
     buffer = ReplayBuffer(8, OBS_SPACE, ACT_SPACE)
     _fill(buffer, 5, done_at=(2,))
     arrays, meta = buffer.get_state()
+    assert arrays["observations"].shape[0] == 6  # only the rows in use (+1) are saved
     restored = ReplayBuffer(8, OBS_SPACE, ACT_SPACE)
     restored.set_state({k: v.copy() for k, v in arrays.items()}, meta)
     assert restored.pos == 5 and not restored.full
@@ -176,3 +177,6 @@ def test_state_round_trip_and_mismatch_errors():
         ReplayBuffer(16, OBS_SPACE, ACT_SPACE).set_state(arrays, meta)
     with pytest.raises(ValueError, match="missing"):
         ReplayBuffer(8, OBS_SPACE, ACT_SPACE).set_state({"actions": arrays["actions"]}, meta)
+    bad = dict(arrays, rewards=arrays["rewards"][:2])
+    with pytest.raises(ValueError, match="'rewards' has shape"):
+        ReplayBuffer(8, OBS_SPACE, ACT_SPACE).set_state(bad, meta)

@@ -274,18 +274,25 @@ class ReplayBuffer:
             arrays["next_observations"] = self.next_observations
         return arrays
 
+    def _saved_rows(self) -> int:
+        # Rows in use; one more when not full because with optimize_memory_usage row ``pos``
+        # holds the next observation of row ``pos - 1``.
+        return self.buffer_size if self.full else min(self.pos + 1, self.buffer_size)
+
     def get_state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        """The buffer as NumPy arrays plus JSON-able metadata (used by ``save_replay_buffer``)."""
+        """The rows in use as NumPy arrays plus JSON-able metadata (used by ``save_replay_buffer``)."""
+        rows = self._saved_rows()
         meta = {
             "class": type(self).__name__,
             "buffer_size": self.buffer_size,
             "n_envs": self.n_envs,
             "pos": self.pos,
             "full": self.full,
+            "rows": rows,
             "optimize_memory_usage": self.optimize_memory_usage,
             "handle_timeout_termination": self.handle_timeout_termination,
         }
-        return self._state_arrays(), meta
+        return {key: value[:rows] for key, value in self._state_arrays().items()}, meta
 
     def set_state(self, arrays: dict[str, np.ndarray], meta: dict[str, Any]) -> None:
         """Restore what :meth:`get_state` returned; raises ``ValueError`` naming any mismatch."""
@@ -299,13 +306,18 @@ class ReplayBuffer:
         unexpected = sorted(set(arrays) - set(expected))
         if missing or unexpected:
             raise ValueError(f"Replay buffer arrays do not match: missing {missing}, unexpected {unexpected}")
+        rows = int(meta.get("rows", self.buffer_size))
+        if not 0 <= rows <= self.buffer_size:
+            raise ValueError(f"Saved replay buffer has {rows} rows, more than buffer_size={self.buffer_size}")
         for key, target in expected.items():
             value = np.asarray(arrays[key])
-            if value.shape != target.shape:
+            if value.shape != (rows, *target.shape[1:]):
                 raise ValueError(
-                    f"Replay buffer array {key!r} has shape {value.shape}, expected {target.shape}"
+                    f"Replay buffer array {key!r} has shape {value.shape}, expected {(rows, *target.shape[1:])}"
                 )
-            target[...] = value
+        for key, target in expected.items():
+            target[:rows] = arrays[key]
+            target[rows:] = 0
         self.pos = int(meta["pos"])
         self.full = bool(meta["full"])
         self.handle_timeout_termination = bool(meta.get("handle_timeout_termination", True))

@@ -1,0 +1,177 @@
+"""DQN: loss against NumPy, target-network cadence across envs, exploration, compiled step, save/load."""
+
+from __future__ import annotations
+
+import mlx.core as mx
+import numpy as np
+import pytest
+from mlx.utils import tree_flatten
+
+from mlx_baselines3.common.env_util import make_vec_env
+from mlx_baselines3.common.logger import configure
+from mlx_baselines3.dqn import DQN
+from mlx_baselines3.dqn.dqn import dqn_loss
+
+ENV_ID = "CartPole-v1"
+SMALL = dict(net_arch=[16])
+
+
+def _flat(tree) -> dict[str, np.ndarray]:
+    return {k: np.array(v) for k, v in tree_flatten(tree)}
+
+
+def _make(compile: bool = True, seed: int = 0, **kwargs) -> DQN:
+    kwargs.setdefault("policy_kwargs", SMALL)
+    model = DQN("MlpPolicy", ENV_ID, batch_size=16, seed=seed, _init_setup_model=False, **kwargs)
+    model._compile = compile
+    model._setup_model()
+    model.set_logger(configure(None, [""]))
+    rng = np.random.default_rng(2)
+    for _ in range(64):
+        obs = rng.normal(size=(1, 4)).astype(np.float32)
+        model.replay_buffer.add(
+            obs, obs + 0.1, rng.integers(0, 2, (1, 1)), rng.normal(size=1), rng.random(1) < 0.1, [{}]
+        )
+    return model
+
+
+def test_loss_matches_numpy_huber_reference():
+    model = _make()
+    rng = np.random.default_rng(0)
+    obs = rng.normal(size=(8, 4)).astype(np.float32)
+    next_obs = rng.normal(size=(8, 4)).astype(np.float32)
+    actions = rng.integers(0, 2, size=(8, 1))
+    rewards = (rng.normal(size=(8, 1)) * 3).astype(np.float32)  # both Huber branches
+    dones = (rng.random((8, 1)) < 0.4).astype(np.float32)
+    gamma = 0.9
+    batch = tuple(
+        mx.array(a) for a in (obs, actions, next_obs, dones, rewards, np.full((8, 1), gamma, np.float32))
+    )
+    loss = float(dqn_loss(model.policy.q_net, model.policy.q_net_target, batch))
+    q = np.array(model.policy.q_net(mx.array(obs)))
+    q_next = np.array(model.policy.q_net_target(mx.array(next_obs)))
+    target = rewards + (1 - dones) * gamma * q_next.max(axis=1, keepdims=True)
+    diff = np.abs(q[np.arange(8), actions[:, 0]][:, None] - target)
+    assert np.any(diff > 1) and np.any(diff < 1)
+    expected = np.mean(np.where(diff < 1, 0.5 * diff**2, diff - 0.5))
+    assert loss == pytest.approx(expected, rel=1e-5)
+
+
+def test_gradient_step_trains_q_net_only_and_clips_the_gradient():
+    model = _make(max_grad_norm=1e-3)
+    before = _flat(model.policy.parameters())
+    model.train(gradient_steps=1, batch_size=16)
+    after = _flat(model.policy.parameters())
+    for key in after:
+        changed = not np.array_equal(before[key], after[key])
+        assert changed == key.startswith("q_net."), key
+    # Adam's first step moves each parameter by ~lr regardless of the gradient scale: check the
+    # clipped global norm instead, through the first moment (m = (1 - beta1) * clipped grad).
+    first_moments = [np.array(v) for k, v in tree_flatten(model.policy.optimizer.state) if k.endswith(".m")]
+    norm = np.sqrt(sum(np.sum(m**2) for m in first_moments)) / 0.1
+    assert norm == pytest.approx(1e-3, rel=1e-3)
+
+
+def test_compiled_step_equals_uncompiled_step():
+    results = []
+    for compile in (True, False):
+        model = _make(compile=compile, seed=4)
+        np.random.seed(0)
+        model.train(gradient_steps=3, batch_size=16)
+        results.append(_flat(model.policy.parameters()))
+    for key in results[0]:
+        np.testing.assert_allclose(results[0][key], results[1][key], rtol=1e-5, atol=1e-7, err_msg=key)
+
+
+@pytest.mark.parametrize("n_envs", [1, 4])
+def test_target_network_updates_every_interval_env_steps(n_envs):
+    env = make_vec_env(ENV_ID, n_envs=n_envs, seed=0)
+    interval = 8
+    model = DQN(
+        "MlpPolicy",
+        env,
+        policy_kwargs=SMALL,
+        learning_starts=0,
+        batch_size=8,
+        train_freq=1,
+        target_update_interval=interval,
+        seed=0,
+    )
+    calls_per_update = max(interval // n_envs, 1)
+    copies = []
+
+    original = model._update_target
+
+    def spy() -> None:
+        copies.append(model.num_timesteps)
+        original()
+        for key, value in _flat(model.q_net_target.parameters()).items():
+            np.testing.assert_array_equal(value, _flat(model.q_net.parameters())[key])
+
+    model._update_target = spy  # type: ignore[method-assign]
+    model.learn(48)
+    assert copies == [calls_per_update * n_envs * (i + 1) for i in range(48 // (calls_per_update * n_envs))]
+    assert model._n_updates == 48 // n_envs
+
+
+def test_exploration_schedule_and_epsilon_greedy_predict():
+    model = DQN(
+        "MlpPolicy",
+        ENV_ID,
+        policy_kwargs=SMALL,
+        learning_starts=1000,
+        exploration_fraction=0.5,
+        exploration_initial_eps=1.0,
+        exploration_final_eps=0.1,
+        seed=0,
+    )
+    model.learn(100)
+    # progress 1 - 100/100 = 0 remaining: past the decay, final epsilon
+    assert model.exploration_rate == pytest.approx(0.1)
+    assert model.exploration_schedule(0.75) == pytest.approx(1.0 - 0.9 * 0.5)
+    obs = np.zeros((64, 4), dtype=np.float32)
+    greedy, _ = model.predict(obs, deterministic=True)
+    assert greedy.shape == (64,) and len(set(greedy.tolist())) == 1
+    model.exploration_rate = 1.0
+    np.random.seed(0)
+    random_actions = np.concatenate([model.predict(obs)[0] for _ in range(3)])
+    assert set(random_actions.tolist()) == {0, 1}
+    single, _ = model.predict(np.zeros(4, dtype=np.float32))
+    assert np.ndim(single) == 0
+
+
+def test_save_load_round_trip(tmp_path):
+    model = DQN(
+        "MlpPolicy",
+        ENV_ID,
+        policy_kwargs=SMALL,
+        learning_starts=10,
+        batch_size=8,
+        train_freq=2,
+        target_update_interval=7,
+        seed=0,
+    )
+    model.learn(50)
+    model.save(tmp_path / "dqn")
+    loaded = DQN.load(tmp_path / "dqn", env=ENV_ID)
+    for key, value in _flat(model.policy.parameters()).items():
+        np.testing.assert_array_equal(value, _flat(loaded.policy.parameters())[key], err_msg=key)
+    for key, value in _flat(model.policy.optimizer.state).items():
+        np.testing.assert_array_equal(value, _flat(loaded.policy.optimizer.state)[key], err_msg=key)
+    assert loaded._n_calls == model._n_calls == 50
+    assert loaded.target_update_interval == 7 and loaded._n_updates == model._n_updates
+    obs = np.random.default_rng(0).normal(size=(5, 4)).astype(np.float32)
+    np.testing.assert_array_equal(
+        loaded.predict(obs, deterministic=True)[0], model.predict(obs, deterministic=True)[0]
+    )
+
+
+def test_bad_arguments_raise():
+    with pytest.raises(ValueError, match="Discrete"):
+        DQN("MlpPolicy", "Pendulum-v1")
+    with pytest.raises(ValueError, match="exploration_final_eps"):
+        DQN("MlpPolicy", ENV_ID, exploration_final_eps=1.5)
+    with pytest.raises(ValueError, match="train_freq"):
+        DQN("MlpPolicy", ENV_ID, train_freq=(4, "minute"))
+    with pytest.raises(ValueError, match="gradient_steps"):
+        DQN("MlpPolicy", ENV_ID, gradient_steps=-2)
