@@ -1,7 +1,7 @@
 """mlx_baselines3: Stable-Baselines3-compatible reinforcement learning on Apple's MLX."""
 
 
-from mlx_baselines3._blas import blas_info, enable_optimized_blas
+from mlx_baselines3._blas import blas_info, enable_optimized_blas, set_blas_num_threads
 from mlx_baselines3.a2c import A2C
 from mlx_baselines3.ddpg import DDPG
 from mlx_baselines3.dqn import DQN
@@ -14,4 +14,4 @@ from mlx_baselines3.version import __version__
 # it off). It works at any time, before or after MLX's first matmul. Nothing happens on macOS.
 enable_optimized_blas()
 
-__all__ = ["A2C", "DDPG", "DQN", "PPO", "SAC", "TD3", "__version__", "blas_info"]
+__all__ = ["A2C", "DDPG", "DQN", "PPO", "SAC", "TD3", "__version__", "blas_info", "set_blas_num_threads"]

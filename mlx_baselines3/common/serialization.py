@@ -909,6 +909,10 @@ def get_system_info(print_info: bool = True) -> tuple[dict[str, str], str]:
         "Gymnasium": gym.__version__,
         "Cloudpickle": cloudpickle_version,
     }
+    from mlx_baselines3._blas import blas_info
+
+    blas = blas_info()
+    info["BLAS"] = f"{blas['version'] or blas['provider']} ({'active' if blas['active'] else blas['reason']})"
     text = "".join(f"- {key}: {value}\n" for key, value in info.items())
     if print_info:
         print(text)
