@@ -136,7 +136,7 @@ class RolloutRecorder(BaseCallback):
         return True
 
     def _on_rollout_end(self) -> None:
-        buffer = self.model.rollout_buffer
+        buffer = self.model.rollout_buffer  # type: ignore[attr-defined]
         self.record = {
             "rewards": buffer.rewards.copy(),
             "values": buffer.values.copy(),

@@ -3,7 +3,6 @@ training + save/load for PPO and A2C, custom features extractors and their (safe
 
 from __future__ import annotations
 
-import gymnasium as gym
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
@@ -182,7 +181,7 @@ def test_cnn_policy_trains_saves_loads_and_predicts_identically(algo, channel_fi
 class TinyConvExtractor(BaseFeaturesExtractor):
     """A user-defined extractor: one strided convolution and a linear layer (channel-first input)."""
 
-    def __init__(self, observation_space: gym.Space, features_dim: int = 16, n_filters: int = 4) -> None:
+    def __init__(self, observation_space: spaces.Box, features_dim: int = 16, n_filters: int = 4) -> None:
         super().__init__(observation_space, features_dim)
         channels, height, width = observation_space.shape
         self.conv = nn.Conv2d(channels, n_filters, kernel_size=6, stride=6)
@@ -194,7 +193,7 @@ class TinyConvExtractor(BaseFeaturesExtractor):
 
 
 class OtherExtractor(BaseFeaturesExtractor):
-    def __init__(self, observation_space: gym.Space, features_dim: int = 16, n_filters: int = 4) -> None:
+    def __init__(self, observation_space: spaces.Box, features_dim: int = 16, n_filters: int = 4) -> None:
         super().__init__(observation_space, features_dim)
         self.dense = nn.Linear(int(np.prod(observation_space.shape)), features_dim)
 

@@ -25,6 +25,8 @@ class ImageDictEnv(gym.Env):
     The rewarded action is the Discrete entry ``"cue"``; episodes last 8 steps.
     """
 
+    observation_space: spaces.Dict
+
     def __init__(self) -> None:
         self.observation_space = spaces.Dict(
             {
