@@ -207,3 +207,40 @@ def test_uneven_minibatch_remainder_is_trained_like_sb3():
         model = PPO("MlpPolicy", "CartPole-v1", n_steps=20, batch_size=16, n_epochs=1, seed=0)
     model.learn(20)
     assert int(np.array(model.policy.optimizer.state["step"])) == 2
+
+
+class LateNaNEnv(NaNRewardEnv):
+    """Finite rewards for the first 32 steps, then NaN."""
+
+    def reset(self, *, seed=None, options=None):
+        self.t = getattr(self, "t", 0)
+        return super().reset(seed=seed, options=options)
+
+    def step(self, action):
+        self.t += 1
+        obs = np.full(2, 0.1 * (self.t % 5), np.float32)
+        return obs, (1.0 if self.t <= 32 else float("nan")), self.t % 7 == 0, False, {}
+
+
+@pytest.mark.parametrize("target_kl", [None, 10.0])
+def test_non_finite_update_is_undone_and_earlier_updates_kept(target_kl):
+    from mlx_baselines3.common.callbacks import BaseCallback
+
+    class Snapshot(BaseCallback):
+        def _on_rollout_start(self):
+            self.params = params_np(self.model)
+            self.steps = int(np.array(self.model.policy.optimizer.state["step"]))
+
+        def _on_step(self):
+            return True
+
+    snapshot = Snapshot()
+    model = PPO("MlpPolicy", LateNaNEnv(), seed=0, target_kl=target_kl, **SMALL)
+    with pytest.raises(NonFiniteLossError, match="value_loss"):
+        model.learn(64, callback=snapshot)
+    assert snapshot.steps == 4  # two good updates of 2 epochs x 1 minibatch were kept
+    assert int(np.array(model.policy.optimizer.state["step"])) == 4
+    after = params_np(model)
+    for name, value in snapshot.params.items():
+        np.testing.assert_array_equal(value, after[name])
+    model.predict(np.zeros(2, np.float32))  # still usable

@@ -44,6 +44,22 @@ def assign_where_in_place(condition: mx.array, new: Any, old: Any) -> Any:
     return new
 
 
+def assign_in_place(target: Any, source: Any) -> None:
+    """Make the containers of ``target`` hold the arrays of ``source`` (same structure), in place."""
+    if isinstance(target, dict):
+        for key in list(target.keys()):
+            if isinstance(target[key], (dict, list)):
+                assign_in_place(target[key], source[key])
+            else:
+                target[key] = source[key]
+    elif isinstance(target, list):
+        for index in range(len(target)):
+            if isinstance(target[index], (dict, list)):
+                assign_in_place(target[index], source[index])
+            else:
+                target[index] = source[index]
+
+
 def guarded_update(module: nn.Module, optimizer: optim.Optimizer, grads: Any, apply: mx.array) -> None:
     """``optimizer.update(module, grads)`` that takes effect only where ``apply`` is true.
 

@@ -16,7 +16,7 @@ from mlx.utils import tree_map
 
 from mlx_baselines3.common.base_class import BaseAlgorithm
 from mlx_baselines3.common.callbacks import BaseCallback
-from mlx_baselines3.common.compile import all_finite, guarded_update
+from mlx_baselines3.common.compile import all_finite, assign_in_place, guarded_update, tree_snapshot
 from mlx_baselines3.common.policies import ActorCriticPolicy
 from mlx_baselines3.common.rollout_buffer import DictRolloutBuffer, RolloutBuffer
 from mlx_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
@@ -32,9 +32,9 @@ LossFn = Callable[[nn.Module, dict[str, Any], dict[str, mx.array]], tuple[mx.arr
 class NonFiniteLossError(FloatingPointError):
     """A loss term or the gradient norm became NaN or infinite during ``train()``.
 
-    The update of the offending minibatch (and of any later one in the same ``train()`` call) was
-    skipped, so the parameters and optimizer state are the last finite ones: the model can still
-    be saved or used.
+    The whole ``train()`` call is undone (parameters and optimizer state are restored to what they
+    were before it; keeping references to MLX's immutable arrays makes that free), so the model is
+    still usable and can be saved. The message names the term that went bad.
     """
 
 
@@ -143,25 +143,36 @@ class OnPolicyAlgorithm(BaseAlgorithm):
         )
         self._predict_values = mx.compile(lambda obs: policy.predict_values(obs), inputs=[policy.state])
 
+    @property
+    def target_kl_enabled(self) -> bool:
+        """Whether updates stop early on a KL threshold (PPO's ``target_kl``)."""
+        return getattr(self, "target_kl", None) is not None
+
     def _make_update_step(self, loss_fn: LossFn, kl_stop: bool = False) -> Callable[..., tuple[mx.array, ...]]:
-        """Compile one gradient step: loss, gradients, clipping and a guarded optimizer update.
+        """Compile one gradient step: loss, gradients, clipping and the optimizer update.
 
         The returned function takes ``(data, indices, hyper)``: the whole rollout as MLX arrays, the
         minibatch indices, and the changing hyperparameters as arrays. It returns
-        ``(loss, terms, grad_norm, stopped_before)``. Once the loss or gradient is not finite, or,
-        with ``kl_stop``, once ``terms[approx_kl] > 1.5 * hyper["target_kl"]`` (SB3's early stopping),
-        that update and every later one of the same ``train()`` call are skipped (parameters and
-        optimizer state unchanged).
+        ``(loss, terms, grad_norm, stopped_before)``.
+
+        With ``kl_stop`` (SB3's ``target_kl``), the update is guarded: once
+        ``terms[approx_kl] > 1.5 * hyper["target_kl"]`` or a value is not finite, that update and
+        every later one of the same ``train()`` call are skipped (an elementwise select inside the
+        compiled step). Without it the step is a plain update, and a non-finite value is handled
+        after the fact by :meth:`_run_update_epochs`, which rolls the whole ``train()`` call back.
         """
         policy = self.policy
         optimizer = self.policy.optimizer
         assert optimizer is not None
         self._train_flags = {"stop": mx.array(False)}
         flags = self._train_flags
-        state = [policy.state, optimizer.state, mx.random.state, flags]
+        state: list[Any] = [policy.state, optimizer.state, mx.random.state]
+        if kl_stop:
+            state.append(flags)
         value_and_grad = nn.value_and_grad(policy, loss_fn)
         max_grad_norm = self.max_grad_norm
         kl_index = self.loss_term_names.index("approx_kl") if kl_stop else -1
+        not_stopped = mx.array(False)
 
         def step(data: dict[str, Any], indices: mx.array, hyper: dict[str, mx.array]) -> tuple[mx.array, ...]:
             batch = tree_map(lambda array: array[indices], data)
@@ -170,11 +181,12 @@ class OnPolicyAlgorithm(BaseAlgorithm):
                 grads, grad_norm = optim.clip_grad_norm(grads, max_grad_norm)
             else:
                 _, grad_norm = optim.clip_grad_norm(grads, float("inf"))
+            if not kl_stop:
+                optimizer.update(policy, grads)
+                return loss, mx.stack(list(terms)), grad_norm, not_stopped
             stopped_before = flags["stop"]
-            finite = all_finite(loss, grad_norm)
-            stop = mx.logical_or(stopped_before, mx.logical_not(finite))
-            if kl_stop:
-                stop = mx.logical_or(stop, terms[kl_index] > 1.5 * hyper["target_kl"])
+            stop = mx.logical_or(stopped_before, mx.logical_not(all_finite(loss, grad_norm)))
+            stop = mx.logical_or(stop, terms[kl_index] > 1.5 * hyper["target_kl"])
             guarded_update(policy, optimizer, grads, mx.logical_not(stop))
             flags["stop"] = stop
             return loss, mx.stack(list(terms)), grad_norm, stopped_before
@@ -202,7 +214,11 @@ class OnPolicyAlgorithm(BaseAlgorithm):
         mx_data = tree_map(mx.array, data)
         total = self.rollout_buffer.buffer_size * self.rollout_buffer.n_envs
         permutations = mx.array(np.stack([np.random.permutation(total) for _ in range(n_epochs)]).astype(np.int32))
+        guarded = "stop" in self._train_flags and self.target_kl_enabled
         self._train_flags["stop"] = mx.array(False)
+        # Arrays are immutable: keeping references is a free snapshot to roll back to.
+        optimizer = self.policy.optimizer
+        snapshot = (tree_snapshot(self.policy.parameters()), tree_snapshot(optimizer.state))
         outputs: list[tuple[mx.array, ...]] = []
         epoch_of_step: list[int] = []
         epochs_done = 0
@@ -213,7 +229,7 @@ class OnPolicyAlgorithm(BaseAlgorithm):
                 outputs.append(result)
                 epoch_of_step.append(epoch)
             epochs_done += 1
-            if bool(self._train_flags["stop"]):
+            if guarded and bool(self._train_flags["stop"]):
                 break
         losses, terms, grad_norms, stopped_before = (np.array(mx.stack([out[i] for out in outputs])) for i in range(4))
         ran = ~stopped_before.astype(bool)
@@ -225,10 +241,12 @@ class OnPolicyAlgorithm(BaseAlgorithm):
                 bad_terms.append("grad_norm")
             if not bad_terms:
                 bad_terms.append("loss")
+            self.policy.update(snapshot[0])
+            assign_in_place(optimizer.state, snapshot[1])
             raise NonFiniteLossError(
                 f"Non-finite value in {', '.join(bad_terms)} at gradient step {first_bad} of this train() call "
-                f"(total timesteps {self.num_timesteps}). That update and the later ones were skipped; the "
-                "parameters are the last finite ones. Lower the learning rate, check rewards/observations for "
+                f"(total timesteps {self.num_timesteps}). This update was undone: the parameters and optimizer "
+                "state are those from before it. Lower the learning rate, check rewards/observations for "
                 "NaN or huge values (VecCheckNan, VecNormalize), or clip gradients (max_grad_norm)."
             )
         return {

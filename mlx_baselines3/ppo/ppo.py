@@ -117,8 +117,8 @@ class PPO(OnPolicyAlgorithm):
 
     The update is one compiled MLX function per minibatch shape. When ``n_steps * n_envs`` is not a
     multiple of ``batch_size`` the last minibatch of each epoch is smaller, as in SB3 (compiled once
-    more for that shape). A non-finite loss stops the update and raises ``NonFiniteLossError``
-    naming the term; the parameters keep their last finite values.
+    more for that shape). A non-finite loss term raises ``NonFiniteLossError`` naming the term, and
+    that update (the whole ``train()`` call) is undone, so the model stays usable.
     """
 
     policy_aliases: ClassVar[dict[str, type[BasePolicy]]] = {
