@@ -11,7 +11,9 @@ What runs: PPO("CnnPolicy") with Atari-style hyperparameters scaled down (8 envs
 batch 128, 4 epochs, lr 2.5e-4, clip 0.1, ent_coef 0.01) on 36x36x1 channel-last images (so
 ``VecTransposeImage`` is applied, as in SB3), for 24k steps by default. The table compares a uniform
 random policy, the untrained network (deterministic) and the trained network (deterministic) on the
-same evaluation episodes.
+same evaluation episodes. The untrained deterministic policy maps each stripe position to one fixed
+action, so its score is a matter of luck (anywhere from 0 to ``ep_length``); the random policy is
+the chance baseline.
 
 Usage:
   python benchmarks/ppo_image.py                      # default run (a few minutes on 2 CPU cores)
