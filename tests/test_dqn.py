@@ -175,3 +175,15 @@ def test_bad_arguments_raise():
         DQN("MlpPolicy", ENV_ID, train_freq=(4, "minute"))
     with pytest.raises(ValueError, match="gradient_steps"):
         DQN("MlpPolicy", ENV_ID, gradient_steps=-2)
+
+
+def test_non_finite_loss_skips_the_update_and_raises():
+    from mlx_baselines3.common.on_policy_algorithm import NonFiniteLossError
+
+    model = _make()
+    model.replay_buffer.rewards[:] = np.inf
+    before = _flat(model.policy.parameters())
+    with pytest.raises(NonFiniteLossError, match="loss"):
+        model.train(gradient_steps=2, batch_size=16)
+    for key, value in _flat(model.policy.parameters()).items():
+        np.testing.assert_array_equal(value, before[key], err_msg=key)

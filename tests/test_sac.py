@@ -207,3 +207,27 @@ def test_learn_save_load_round_trip(tmp_path):
     # the loaded model trains (its compiled step is bound to the loaded arrays)
     loaded.learn(20, reset_num_timesteps=False)
     assert loaded._n_updates > model._n_updates
+
+
+def test_non_finite_loss_skips_the_updates_and_names_the_term():
+    from mlx_baselines3.common.on_policy_algorithm import NonFiniteLossError
+
+    model = _make()
+    model.replay_buffer.rewards[:] = np.nan
+    before = _flat(model.policy.parameters())
+    opt_before = _flat(model.critic.optimizer.state)
+    with pytest.raises(NonFiniteLossError, match="critic_loss at gradient step 0"):
+        model.train(gradient_steps=3, batch_size=16)
+    after = _flat(model.policy.parameters())
+    for key in before:
+        np.testing.assert_array_equal(before[key], after[key], err_msg=key)
+    for key, value in _flat(model.critic.optimizer.state).items():
+        if key != "learning_rate":
+            np.testing.assert_array_equal(value, opt_before[key], err_msg=key)
+    # once the data is finite again, training resumes
+    model.replay_buffer.rewards[:] = 0.0
+    model.train(gradient_steps=1, batch_size=16)
+    assert not np.array_equal(
+        _flat(model.policy.parameters())["critic.q_networks.0.layers.0.weight"],
+        before["critic.q_networks.0.layers.0.weight"],
+    )

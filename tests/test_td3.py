@@ -166,3 +166,15 @@ def test_learn_save_load_round_trip(cls, tmp_path):
             np.testing.assert_array_equal(a[key], b[key], err_msg=f"{name}.optimizer {key}")
     assert loaded._n_updates == model._n_updates
     loaded.learn(10, reset_num_timesteps=False)
+
+
+def test_non_finite_loss_skips_the_updates_and_raises():
+    from mlx_baselines3.common.on_policy_algorithm import NonFiniteLossError
+
+    model = _make()
+    model.replay_buffer.rewards[:] = np.nan
+    before = _flat(model.policy.parameters())
+    with pytest.raises(NonFiniteLossError, match="critic_loss"):
+        model.train(gradient_steps=2, batch_size=16)
+    for key, value in _flat(model.policy.parameters()).items():
+        np.testing.assert_array_equal(value, before[key], err_msg=key)

@@ -23,7 +23,9 @@ from gymnasium import spaces
 
 from mlx_baselines3.common.base_class import BaseAlgorithm
 from mlx_baselines3.common.callbacks import BaseCallback
+from mlx_baselines3.common.compile import all_finite, guarded_update
 from mlx_baselines3.common.noise import ActionNoise, VectorizedActionNoise
+from mlx_baselines3.common.on_policy_algorithm import NonFiniteLossError
 from mlx_baselines3.common.policies import BasePolicy
 from mlx_baselines3.common.replay_buffer import DictReplayBuffer, NStepReplayBuffer, ReplayBuffer
 from mlx_baselines3.common.type_aliases import (
@@ -39,7 +41,7 @@ from mlx_baselines3.common.vec_env import VecEnv
 
 SelfOffPolicyAlgorithm = TypeVar("SelfOffPolicyAlgorithm", bound="OffPolicyAlgorithm")
 
-__all__ = ["OffPolicyAlgorithm", "compile_step", "batch_to_mx"]
+__all__ = ["OffPolicyAlgorithm", "compile_step", "batch_to_mx", "guarded_step_update", "NonFiniteLossError"]
 
 _REPLAY_BUFFER_KIND = "ReplayBuffer"
 _KNOWN_BUFFERS: dict[str, type[ReplayBuffer]] = {
@@ -63,6 +65,22 @@ def compile_step(fn: Callable[..., Any], state: list[Any], compile: bool = True)
     if not compile:
         return fn
     return mx.compile(fn, inputs=state, outputs=state)
+
+
+def guarded_step_update(
+    module: Any, optimizer: Any, grads: Any, flags: dict[str, mx.array], *values: mx.array
+) -> mx.array:
+    """``optimizer.update(module, grads)`` unless a value is non-finite or the call already stopped.
+
+    Sets ``flags["stop"]`` when a value is not finite, so that every later update of the same
+    ``train()`` call is skipped too (parameters and optimizer state keep their last finite values).
+
+    :return: whether the values were finite (a scalar bool array)
+    """
+    finite = all_finite(*values)
+    flags["stop"] = mx.logical_or(flags["stop"], mx.logical_not(finite))
+    guarded_update(module, optimizer, grads, mx.logical_not(flags["stop"]))
+    return finite
 
 
 def batch_to_mx(samples: Any, gamma: float) -> tuple[Any, ...]:
@@ -197,6 +215,8 @@ class OffPolicyAlgorithm(BaseAlgorithm):
         self.train_freq: Any = train_freq
         self.use_sde_at_warmup = use_sde_at_warmup
         self._compile = True
+        # Set when a loss goes non-finite: the rest of that train() call is skipped (compiled state)
+        self._train_flags: dict[str, mx.array] = {"stop": mx.array(False)}
         if sde_support:
             self.policy_kwargs["use_sde"] = self.use_sde
 
@@ -545,6 +565,26 @@ class OffPolicyAlgorithm(BaseAlgorithm):
         assert self.replay_buffer is not None
         samples = self.replay_buffer.sample_numpy(batch_size, env=self._vec_normalize_env)
         return batch_to_mx(samples, self.gamma)
+
+    def _start_train(self) -> None:
+        """Reset the non-finite stop flag (in place: the compiled steps hold the dict)."""
+        self._train_flags["stop"] = mx.array(False)
+
+    def _check_finite(self, names: Sequence[str], finite_history: Sequence[Sequence[mx.array]]) -> None:
+        """Raise ``NonFiniteLossError`` naming the terms that went non-finite during this ``train()``."""
+        if not finite_history:
+            return
+        finite = np.array(mx.stack([mx.stack(list(step)) for step in finite_history])).astype(bool)
+        if finite.all():
+            return
+        first_bad = int(np.flatnonzero(~finite.all(axis=1))[0])
+        bad_terms = [name for name, ok in zip(names, finite[first_bad]) if not ok]
+        raise NonFiniteLossError(
+            f"Non-finite value in {', '.join(bad_terms)} at gradient step {first_bad} of this train() call "
+            f"(total timesteps {self.num_timesteps}). That update and the later ones were skipped; the "
+            "parameters are the last finite ones. Lower the learning rate, or check rewards/observations for "
+            "NaN or huge values (VecCheckNan, VecNormalize)."
+        )
 
     def _record_metrics(
         self, names: Sequence[str], history: Sequence[Sequence[mx.array]]

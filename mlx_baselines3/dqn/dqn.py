@@ -18,7 +18,7 @@ import numpy as np
 from gymnasium import spaces
 
 from mlx_baselines3.common.critics import module_optimizer
-from mlx_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm, compile_step
+from mlx_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm, compile_step, guarded_step_update
 from mlx_baselines3.common.policies import BasePolicy
 from mlx_baselines3.common.replay_buffer import ReplayBuffer
 from mlx_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
@@ -205,15 +205,15 @@ class DQN(OffPolicyAlgorithm):
     # ------------------------------------------------------------------ the gradient step
 
     def _train_state(self) -> list[Any]:
-        return [self.policy.state, module_optimizer(self.policy).state]
+        return [self.policy.state, module_optimizer(self.policy).state, self._train_flags]
 
-    def _gradient_step(self, batch: tuple[Any, ...]) -> mx.array:
-        q_net, optimizer = self.policy.q_net, self.policy.optimizer
-        assert optimizer is not None
+    def _gradient_step(self, batch: tuple[Any, ...]) -> tuple[mx.array, mx.array, mx.array]:
+        """One DQN update; returns the loss and whether the loss and the gradient norm were finite."""
+        q_net, optimizer = self.policy.q_net, module_optimizer(self.policy)
         loss, grads = nn.value_and_grad(q_net, dqn_loss)(q_net, self.policy.q_net_target, batch)
-        grads, _ = optim.clip_grad_norm(grads, self.max_grad_norm)
-        optimizer.update(q_net, grads)
-        return loss
+        grads, grad_norm = optim.clip_grad_norm(grads, self.max_grad_norm)
+        guarded_step_update(q_net, optimizer, grads, self._train_flags, loss, grad_norm)
+        return loss, mx.isfinite(loss), mx.isfinite(grad_norm)
 
     def _build_train_step(self) -> None:
         self._train_step = compile_step(self._gradient_step, self._train_state(), compile=self._compile)
@@ -223,11 +223,15 @@ class DQN(OffPolicyAlgorithm):
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
         state = self._train_state()
-        losses = []
+        self._start_train()
+        losses, finite = [], []
         for _ in range(gradient_steps):
-            losses.append((self._train_step(self._sample_batch(batch_size)),))
+            loss, loss_ok, grad_ok = self._train_step(self._sample_batch(batch_size))
+            losses.append((loss,))
+            finite.append((loss_ok, grad_ok))
             mx.eval(state)
         self._n_updates += gradient_steps
+        self._check_finite(["loss", "grad_norm"], finite)
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.logger.record("train/loss", self._record_metrics(["loss"], losses).get("loss", float("nan")))
 

@@ -16,9 +16,9 @@ import mlx.optimizers as optim
 import numpy as np
 from gymnasium import spaces
 
-from mlx_baselines3.common.critics import module_optimizer, trainable_subtree
+from mlx_baselines3.common.critics import module_optimizer
 from mlx_baselines3.common.noise import ActionNoise
-from mlx_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm, compile_step
+from mlx_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm, compile_step, guarded_step_update
 from mlx_baselines3.common.policies import BasePolicy, make_optimizer
 from mlx_baselines3.common.replay_buffer import ReplayBuffer
 from mlx_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
@@ -245,6 +245,7 @@ class SAC(OffPolicyAlgorithm):
             module_optimizer(self.actor).state,
             module_optimizer(self.critic).state,
             mx.random.state,
+            self._train_flags,
         ]
         if self.log_ent_coef_module is not None:
             assert self.ent_coef_optimizer is not None
@@ -253,11 +254,16 @@ class SAC(OffPolicyAlgorithm):
 
     def _gradient_step(
         self, batch: tuple[Any, ...], tau: mx.array, target_entropy: mx.array
-    ) -> tuple[mx.array, mx.array, mx.array, mx.array]:
-        """One SAC update; ``tau`` is 0 on steps without a target update. Returns the metrics
-        ``(ent_coef, ent_coef_loss, critic_loss, actor_loss)``."""
+    ) -> tuple[tuple[mx.array, ...], tuple[mx.array, ...]]:
+        """One SAC update; ``tau`` is 0 on steps without a target update.
+
+        :return: the metrics ``(ent_coef, ent_coef_loss, critic_loss, actor_loss)`` and whether
+            ``(critic_loss, actor_loss, ent_coef_loss)`` were finite. A non-finite loss skips its
+            update and every later one of the ``train()`` call.
+        """
         policy = self.policy
         actor, critic = policy.actor, policy.critic
+        flags = self._train_flags
         obs, actions = batch[0], batch[1]
         noise = mx.random.normal(actions.shape)
         next_noise = mx.random.normal(actions.shape)
@@ -272,15 +278,13 @@ class SAC(OffPolicyAlgorithm):
         target_q = sac_target_q(policy, batch, ent_coef, next_noise)
         critic_loss, critic_grads = nn.value_and_grad(critic, sac_critic_loss)(critic, obs, actions, target_q)
         critic_grads = _drop_shared_extractor(critic_grads, policy.share_features_extractor)
-        critic.update(
-            module_optimizer(critic).apply_gradients(critic_grads, trainable_subtree(critic, False))
-        )
+        critic_ok = guarded_step_update(critic, module_optimizer(critic), critic_grads, flags, critic_loss)
 
         # Actor (with the updated critic, as SB3)
         (actor_loss, log_prob), actor_grads = nn.value_and_grad(actor, sac_actor_loss)(
             actor, critic, obs, noise, ent_coef
         )
-        module_optimizer(actor).update(actor, actor_grads)
+        actor_ok = guarded_step_update(actor, module_optimizer(actor), actor_grads, flags, actor_loss)
 
         # Entropy coefficient
         if self.log_ent_coef_module is not None:
@@ -289,14 +293,15 @@ class SAC(OffPolicyAlgorithm):
             ent_coef_loss, ent_grads = nn.value_and_grad(ent_module, sac_ent_coef_loss)(
                 ent_module, log_prob, target_entropy
             )
-            self.ent_coef_optimizer.update(ent_module, ent_grads)
+            ent_ok = guarded_step_update(ent_module, self.ent_coef_optimizer, ent_grads, flags, ent_coef_loss)
         else:
-            ent_coef_loss = mx.array(0.0)
+            ent_coef_loss, ent_ok = mx.array(0.0), mx.array(True)
 
-        # Target critic: Polyak average (tau = 0 leaves it unchanged)
+        # Target critic: Polyak average (tau = 0 leaves it unchanged, and so does a stop)
+        tau = mx.where(flags["stop"], 0.0, tau)
         target = policy.critic_target
         target.update(polyak_update(critic.parameters(), target.parameters(), tau))
-        return ent_coef, ent_coef_loss, critic_loss, actor_loss
+        return (ent_coef, ent_coef_loss, critic_loss, actor_loss), (critic_ok, actor_ok, ent_ok)
 
     def _build_train_step(self) -> None:
         self._train_step = compile_step(self._gradient_step, self._train_state(), compile=self._compile)
@@ -312,13 +317,17 @@ class SAC(OffPolicyAlgorithm):
         tau_on = mx.array(self.tau, dtype=mx.float32)
         tau_off = mx.array(0.0, dtype=mx.float32)
         state = self._train_state()
-        history = []
+        self._start_train()
+        history, finite = [], []
         for gradient_step in range(gradient_steps):
             batch = self._sample_batch(batch_size)
             tau = tau_on if gradient_step % self.target_update_interval == 0 else tau_off
-            history.append(self._train_step(batch, tau, target_entropy))
+            metrics_step, finite_step = self._train_step(batch, tau, target_entropy)
+            history.append(metrics_step)
+            finite.append(finite_step)
             mx.eval(state)
         self._n_updates += gradient_steps
+        self._check_finite(["critic_loss", "actor_loss", "ent_coef_loss"], finite)
         metrics = self._record_metrics(["ent_coef", "ent_coef_loss", "critic_loss", "actor_loss"], history)
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.logger.record("train/ent_coef", metrics.get("ent_coef", float("nan")))

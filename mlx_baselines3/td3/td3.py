@@ -13,9 +13,9 @@ import mlx.core as mx
 import mlx.nn as nn
 from gymnasium import spaces
 
-from mlx_baselines3.common.critics import ContinuousCritic, module_optimizer, trainable_subtree
+from mlx_baselines3.common.critics import ContinuousCritic, module_optimizer
 from mlx_baselines3.common.noise import ActionNoise
-from mlx_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm, compile_step
+from mlx_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm, compile_step, guarded_step_update
 from mlx_baselines3.common.policies import BasePolicy
 from mlx_baselines3.common.replay_buffer import ReplayBuffer
 from mlx_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
@@ -181,9 +181,13 @@ class TD3(OffPolicyAlgorithm):
             module_optimizer(self.actor).state,
             module_optimizer(self.critic).state,
             mx.random.state,
+            self._train_flags,
         ]
 
-    def _critic_step(self, batch: tuple[Any, ...], hyper: tuple[mx.array, mx.array]) -> mx.array:
+    def _critic_step(
+        self, batch: tuple[Any, ...], hyper: tuple[mx.array, mx.array]
+    ) -> tuple[mx.array, mx.array]:
+        """Critic update; returns the loss and whether it was finite."""
         policy = self.policy
         critic = policy.critic
         target_q = td3_target_q(policy, batch, *hyper)
@@ -191,20 +195,22 @@ class TD3(OffPolicyAlgorithm):
         if policy.share_features_extractor:
             grads = dict(grads)
             grads.pop("features_extractor", None)
-        critic.update(module_optimizer(critic).apply_gradients(grads, trainable_subtree(critic, False)))
-        return loss
+        finite = guarded_step_update(critic, module_optimizer(critic), grads, self._train_flags, loss)
+        return loss, finite
 
     def _full_step(
         self, batch: tuple[Any, ...], hyper: tuple[mx.array, mx.array], tau: mx.array
-    ) -> tuple[mx.array, mx.array]:
-        critic_loss = self._critic_step(batch, hyper)
+    ) -> tuple[mx.array, mx.array, mx.array, mx.array]:
+        """Critic, actor and Polyak target updates; returns both losses and whether they were finite."""
+        critic_loss, critic_ok = self._critic_step(batch, hyper)
         policy = self.policy
         actor, critic = policy.actor, policy.critic
         actor_loss, grads = nn.value_and_grad(actor, td3_actor_loss)(actor, critic, batch[0])
-        module_optimizer(actor).update(actor, grads)
+        actor_ok = guarded_step_update(actor, module_optimizer(actor), grads, self._train_flags, actor_loss)
+        tau = mx.where(self._train_flags["stop"], 0.0, tau)
         for online, target in ((critic, policy.critic_target), (actor, policy.actor_target)):
             target.update(polyak_update(online.parameters(), target.parameters(), tau))
-        return critic_loss, actor_loss
+        return critic_loss, actor_loss, critic_ok, actor_ok
 
     def _build_train_step(self) -> None:
         state = self._train_state()
@@ -221,17 +227,22 @@ class TD3(OffPolicyAlgorithm):
         )
         tau = mx.array(self.tau, dtype=mx.float32)
         state = self._train_state()
-        critic_losses, actor_losses = [], []
+        self._start_train()
+        critic_losses, actor_losses, finite = [], [], []
+        true = mx.array(True)
         for _ in range(gradient_steps):
             self._n_updates += 1
             batch = self._sample_batch(batch_size)
             if self._n_updates % self.policy_delay == 0:
-                critic_loss, actor_loss = self._train_full(batch, hyper, tau)
+                critic_loss, actor_loss, critic_ok, actor_ok = self._train_full(batch, hyper, tau)
                 actor_losses.append((actor_loss,))
             else:
-                critic_loss = self._train_critic(batch, hyper)
+                critic_loss, critic_ok = self._train_critic(batch, hyper)
+                actor_ok = true
             critic_losses.append((critic_loss,))
+            finite.append((critic_ok, actor_ok))
             mx.eval(state)
+        self._check_finite(["critic_loss", "actor_loss"], finite)
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         if actor_losses:
             self.logger.record("train/actor_loss", self._record_metrics(["a"], actor_losses)["a"])
