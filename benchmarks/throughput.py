@@ -70,7 +70,7 @@ def _install_profile(model: Any, timer: _Timer) -> None:
     """Time the parts of an iteration: env step, action selection, buffer writes, update."""
     timer.wrap(model.env, "step", "env step")
     timer.wrap(model, "train", "update (train)")
-    for name in ("_policy_step", "_sample_action"):
+    for name in ("_select_actions", "_sample_action"):
         if hasattr(model, name):
             timer.wrap(model, name, "action selection")
     for buffer_name in ("rollout_buffer", "replay_buffer"):
