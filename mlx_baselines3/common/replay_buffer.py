@@ -18,7 +18,7 @@ import mlx.core as mx
 import numpy as np
 from gymnasium import spaces
 
-from mlx_baselines3.common.preprocessing import get_action_dim, get_obs_shape
+from mlx_baselines3.common.rollout_buffer import BaseBuffer
 from mlx_baselines3.common.type_aliases import DictReplayBufferSamples, ReplayBufferSamples
 
 try:  # optional: only used to warn when the buffer would not fit in memory
@@ -38,7 +38,7 @@ def _to_mx(array: np.ndarray) -> mx.array:
     return mx.array(np.ascontiguousarray(array))
 
 
-class ReplayBuffer:
+class ReplayBuffer(BaseBuffer):
     """Replay buffer of transitions ``(obs, action, reward, next_obs, done)``.
 
     :param buffer_size: maximum number of transitions kept (across all envs)
@@ -80,15 +80,9 @@ class ReplayBuffer:
                 "handle_timeout_termination=True simultaneously: pass "
                 "replay_buffer_kwargs=dict(handle_timeout_termination=False) to use optimize_memory_usage"
             )
-        self.observation_space = observation_space
-        self.action_space = action_space
-        self.obs_shape = get_obs_shape(observation_space)
-        self.action_dim = get_action_dim(action_space)
-        self.device = device
-        self.n_envs = int(n_envs)
+        super().__init__(buffer_size, observation_space, action_space, device=device, n_envs=n_envs)
+        # buffer_size counts transitions across envs; storage has one row per env step
         self.buffer_size = max(int(buffer_size) // self.n_envs, 1)
-        self.pos = 0
-        self.full = False
         self.optimize_memory_usage = optimize_memory_usage
         self.handle_timeout_termination = handle_timeout_termination
         self._allocate()
@@ -127,15 +121,6 @@ class ReplayBuffer:
                 f"{total / 1e9:.2f}GB > {available / 1e9:.2f}GB",
                 stacklevel=3,
             )
-
-    def size(self) -> int:
-        """Number of rows filled (each row holds one transition per env)."""
-        return self.buffer_size if self.full else self.pos
-
-    def reset(self) -> None:
-        """Forget every stored transition (storage is kept)."""
-        self.pos = 0
-        self.full = False
 
     # ------------------------------------------------------------------ add
 
