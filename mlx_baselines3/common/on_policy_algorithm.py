@@ -160,16 +160,19 @@ class OnPolicyAlgorithm(BaseAlgorithm):
         return getattr(self, "target_kl", None) is not None
 
     def _make_update_step(self, loss_fn: LossFn, kl_stop: bool = False) -> Callable[..., tuple[mx.array, ...]]:
-        """Compile one gradient step: loss, gradients, clipping and the optimizer update.
+        """Compile the gradient steps: loss, gradients, clipping and the optimizer update.
 
-        The returned function takes ``(data, indices, hyper)``: the whole rollout as MLX arrays, the
-        minibatch indices, and the changing hyperparameters as arrays. It returns
-        ``(loss, terms, grad_norm, stopped_before)``.
+        The returned function takes ``(data, indices, hyper)``: the whole rollout as MLX arrays,
+        the indices of ``K`` consecutive minibatches (``[K, batch_size]``), and the changing
+        hyperparameters as arrays. It runs the ``K`` gradient steps one after the other inside one
+        compiled call (MLX's per-call overhead is paid once per chunk, not once per step) and
+        returns ``(loss [K], terms [K, n_terms], grad_norm [K], stopped_before [K])``. It compiles
+        once per distinct ``(K, batch_size)`` shape.
 
         With ``kl_stop`` (SB3's ``target_kl``), the update is guarded: once
         ``terms[approx_kl] > 1.5 * hyper["target_kl"]`` or a value is not finite, that update and
         every later one of the same ``train()`` call are skipped (an elementwise select inside the
-        compiled step). Without it the step is a plain update, and a non-finite value is handled
+        compiled step). Without it each step is a plain update, and a non-finite value is handled
         after the fact by :meth:`_run_update_epochs`, which rolls the whole ``train()`` call back.
         """
         policy = self.policy
@@ -185,7 +188,7 @@ class OnPolicyAlgorithm(BaseAlgorithm):
         kl_index = self.loss_term_names.index("approx_kl") if kl_stop else -1
         not_stopped = mx.array(False)
 
-        def step(data: dict[str, Any], indices: mx.array, hyper: dict[str, mx.array]) -> tuple[mx.array, ...]:
+        def one_step(data: dict[str, Any], indices: mx.array, hyper: dict[str, mx.array]) -> tuple[mx.array, ...]:
             batch = tree_map(lambda array: array[indices], data)
             (loss, terms), grads = value_and_grad(policy, batch, hyper)
             if max_grad_norm is not None:
@@ -202,7 +205,48 @@ class OnPolicyAlgorithm(BaseAlgorithm):
             flags["stop"] = stop
             return loss, mx.stack(list(terms)), grad_norm, stopped_before
 
-        return mx.compile(step, inputs=state, outputs=state)
+        def steps(data: dict[str, Any], indices: mx.array, hyper: dict[str, mx.array]) -> tuple[mx.array, ...]:
+            results = [one_step(data, indices[k], hyper) for k in range(indices.shape[0])]
+            return tuple(mx.stack([result[i] for result in results]) for i in range(4))
+
+        return mx.compile(steps, inputs=state, outputs=state)
+
+    # Most gradient steps run per compiled call (bigger: fewer calls, longer first compile).
+    update_chunk_size: int = 8
+
+    def _chunk_size(self, n_steps: int) -> int:
+        """Steps per call: a divisor of ``n_steps`` (one compiled shape) when one is big enough."""
+        limit = max(1, self.update_chunk_size)
+        if n_steps <= limit:
+            return n_steps
+        divisor = max(d for d in range(1, limit + 1) if n_steps % d == 0)
+        return divisor if divisor * 2 > limit else limit
+
+    def _minibatch_plan(self, total: int, batch_size: int, n_epochs: int) -> list[tuple[np.ndarray, np.ndarray]]:
+        """The minibatches of ``n_epochs`` shuffled passes, grouped into chunks of consecutive steps.
+
+        :return: ``(indices [K, batch], epoch of each step [K])`` per chunk, in training order. When
+            ``total`` is not a multiple of ``batch_size``, each epoch ends with a smaller minibatch
+            (SB3's order), so chunks stay within an epoch; otherwise they run across epochs.
+        """
+        permutations = [np.random.permutation(total).astype(np.int32) for _ in range(n_epochs)]
+        n_full, remainder = divmod(total, batch_size)
+        plan: list[tuple[np.ndarray, np.ndarray]] = []
+
+        def add_chunks(rows: np.ndarray, epochs: np.ndarray) -> None:
+            size = self._chunk_size(len(rows))
+            for start in range(0, len(rows), size):
+                plan.append((rows[start : start + size], epochs[start : start + size]))
+
+        if remainder == 0:
+            rows = np.concatenate([perm.reshape(n_full, batch_size) for perm in permutations])
+            add_chunks(rows, np.repeat(np.arange(n_epochs), n_full))
+        else:
+            for epoch, perm in enumerate(permutations):
+                if n_full:
+                    add_chunks(perm[: n_full * batch_size].reshape(n_full, batch_size), np.full(n_full, epoch))
+                plan.append((perm[n_full * batch_size :].reshape(1, remainder), np.array([epoch])))
+        return plan
 
     def _run_update_epochs(
         self,
@@ -213,36 +257,36 @@ class OnPolicyAlgorithm(BaseAlgorithm):
     ) -> dict[str, Any]:
         """Run ``n_epochs`` passes of minibatch updates over the rollout; read metrics once at the end.
 
-        The rollout moves to MLX once; each epoch uses a fresh random permutation. When the rollout
-        size is not a multiple of ``batch_size``, the last minibatch of each epoch is smaller (as in
-        SB3; it compiles once more for its shape). The stop flag is read once per epoch.
+        The rollout moves to MLX once; each epoch uses a fresh random permutation; minibatches run
+        in chunks of consecutive steps per compiled call (see :meth:`_minibatch_plan`). When the
+        rollout size is not a multiple of ``batch_size``, the last minibatch of each epoch is
+        smaller (as in SB3; it compiles once more for its shape). With ``target_kl`` the stop flag
+        is read after each chunk.
 
-        :raises NonFiniteLossError: naming the terms that were not finite
+        :raises NonFiniteLossError: naming the terms that were not finite (the update is undone)
         :return: per-step metrics of the steps that ran (``losses``, ``terms``, ``grad_norms``,
-            ``epoch`` index of each), ``epochs`` completed and whether a KL early stop happened
+            ``epoch`` of each), ``epochs`` started and whether a KL early stop happened
         """
         data = self.rollout_buffer.flat_data()
         mx_data = tree_map(mx.array, data)
         total = self.rollout_buffer.buffer_size * self.rollout_buffer.n_envs
-        permutations = mx.array(np.stack([np.random.permutation(total) for _ in range(n_epochs)]).astype(np.int32))
         guarded = "stop" in self._train_flags and self.target_kl_enabled
         self._train_flags["stop"] = mx.array(False)
         # Arrays are immutable: keeping references is a free snapshot to roll back to.
         optimizer = self.policy.optimizer
         snapshot = (tree_snapshot(self.policy.parameters()), tree_snapshot(optimizer.state))
         outputs: list[tuple[mx.array, ...]] = []
-        epoch_of_step: list[int] = []
-        epochs_done = 0
-        for epoch in range(n_epochs):
-            for start in range(0, total, batch_size):
-                result = step_fn(mx_data, permutations[epoch, start : start + batch_size], hyper)
-                mx.async_eval(result)
-                outputs.append(result)
-                epoch_of_step.append(epoch)
-            epochs_done += 1
+        epoch_of_step: list[np.ndarray] = []
+        for indices, epochs in self._minibatch_plan(total, batch_size, n_epochs):
+            result = step_fn(mx_data, mx.array(indices), hyper)
+            mx.async_eval(result)
+            outputs.append(result)
+            epoch_of_step.append(epochs)
             if guarded and bool(self._train_flags["stop"]):
                 break
-        losses, terms, grad_norms, stopped_before = (np.array(mx.stack([out[i] for out in outputs])) for i in range(4))
+        losses, terms, grad_norms, stopped_before = (
+            np.array(mx.concatenate([out[i] for out in outputs])) for i in range(4)
+        )
         ran = ~stopped_before.astype(bool)
         finite = np.isfinite(losses) & np.isfinite(grad_norms) & np.all(np.isfinite(terms), axis=1)
         if not np.all(finite[ran]):
@@ -260,12 +304,13 @@ class OnPolicyAlgorithm(BaseAlgorithm):
                 "state are those from before it. Lower the learning rate, check rewards/observations for "
                 "NaN or huge values (VecCheckNan, VecNormalize), or clip gradients (max_grad_norm)."
             )
+        epoch = np.concatenate(epoch_of_step)[ran]
         return {
             "losses": losses[ran],
             "terms": terms[ran],
             "grad_norms": grad_norms[ran],
-            "epoch": np.asarray(epoch_of_step)[ran],
-            "epochs": epochs_done,
+            "epoch": epoch,
+            "epochs": int(epoch[-1]) + 1 if len(epoch) else 0,
             "stopped": bool(self._train_flags["stop"]),
         }
 
