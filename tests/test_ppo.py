@@ -244,3 +244,29 @@ def test_non_finite_update_is_undone_and_earlier_updates_kept(target_kl):
     for name, value in snapshot.params.items():
         np.testing.assert_array_equal(value, after[name])
     model.predict(np.zeros(2, np.float32))  # still usable
+
+
+@pytest.mark.parametrize("total,batch_size,n_epochs", [(64, 16, 3), (20, 8, 2), (256, 256, 20), (7, 7, 1)])
+def test_minibatch_plan_covers_each_sample_once_per_epoch_in_sb3_order(total, batch_size, n_epochs):
+    model = PPO("MlpPolicy", "CartPole-v1", n_steps=16, batch_size=16)
+    plan = model._minibatch_plan(total, batch_size, n_epochs)
+    rows = [(row, int(epoch)) for indices, epochs in plan for row, epoch in zip(indices, epochs)]
+    assert [epoch for _, epoch in rows] == sorted(epoch for _, epoch in rows)  # epochs in order
+    for epoch in range(n_epochs):
+        epoch_rows = [row for row, e in rows if e == epoch]
+        np.testing.assert_array_equal(np.sort(np.concatenate(epoch_rows)), np.arange(total))
+        assert [len(r) for r in epoch_rows] == [batch_size] * (total // batch_size) + (
+            [total % batch_size] if total % batch_size else [])
+    assert all(len(indices) <= model.update_chunk_size for indices, _ in plan)
+
+
+def test_chunked_update_equals_one_step_per_call():
+    def run(chunk):
+        model = PPO("MlpPolicy", "CartPole-v1", seed=5, n_steps=64, batch_size=16, n_epochs=2)
+        model.update_chunk_size = chunk
+        model.learn(128)
+        return params_np(model)
+
+    one, eight = run(1), run(8)
+    for name in one:
+        np.testing.assert_allclose(one[name], eight[name], rtol=1e-4, atol=1e-6, err_msg=name)
