@@ -187,3 +187,14 @@ def test_non_finite_loss_skips_the_update_and_raises():
         model.train(gradient_steps=2, batch_size=16)
     for key, value in _flat(model.policy.parameters()).items():
         np.testing.assert_array_equal(value, before[key], err_msg=key)
+
+
+def test_training_mode_of_targets_stays_off():
+    model = _make()
+    model.policy.set_training_mode(True)
+    assert model.policy.q_net.training and not model.policy.q_net_target.training
+    model.policy.set_training_mode(False)
+    assert not model.policy.q_net.training and not model.policy.q_net_target.training
+    model.policy.q_net_target.train(True)  # changed behind the policy's back: still corrected
+    model.policy.set_training_mode(False)
+    assert not model.policy.q_net_target.training

@@ -306,6 +306,8 @@ class SACPolicy(BasePolicy):
 
     def set_training_mode(self, mode: bool) -> None:
         """Training mode of the actor and critic (the target stays in evaluation mode)."""
+        if self.training == mode and self.actor.training == mode and not self.critic_target.training:
+            return  # already there: predict() calls this at every step, and train() walks the tree
         self.train(mode)
         self.critic_target.train(False)
 

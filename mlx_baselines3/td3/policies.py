@@ -224,6 +224,13 @@ class TD3Policy(BasePolicy):
 
     def set_training_mode(self, mode: bool) -> None:
         """Training mode of the actor and critic (the targets stay in evaluation mode)."""
+        if (
+            self.training == mode
+            and self.actor.training == mode
+            and not self.actor_target.training
+            and not self.critic_target.training
+        ):
+            return  # already there: predict() calls this at every step, and train() walks the tree
         self.train(mode)
         self.actor_target.train(False)
         self.critic_target.train(False)
