@@ -39,7 +39,9 @@ def find_sb3_python(explicit: str | None = None) -> str | None:
     return None
 
 
-def run_worker(python: str, script: str, library: str, job: dict[str, Any], timeout: float = 3600) -> dict[str, Any]:
+def run_worker(
+    python: str, script: str, library: str, job: dict[str, Any], timeout: float = 3600
+) -> dict[str, Any]:
     """Run one job in a fresh process and return its JSON result."""
     env = dict(os.environ)
     if library == "sb3":
@@ -75,7 +77,9 @@ def import_library(library: str) -> Any:
     return mlx_baselines3
 
 
-def evaluate(model: Any, env_id: str, n_episodes: int = 10, seed: int = 1000, wrapper: Callable | None = None) -> float:
+def evaluate(
+    model: Any, env_id: str, n_episodes: int = 10, seed: int = 1000, wrapper: Callable | None = None
+) -> float:
     """Mean return of ``n_episodes`` deterministic episodes on a fresh env (same code for both libraries)."""
     import gymnasium as gym
 

@@ -41,7 +41,8 @@ CONFIGS: dict[str, dict[str, Any]] = {
             clip_range=("lin", 0.2),
         ),
     ),
-    "default": dict(n_envs=8, timesteps=100_000, kwargs=dict(n_steps=256)),
+    # Speed comparison only (SB3's defaults are not tuned for CartPole: no reward requirement)
+    "default": dict(n_envs=8, timesteps=100_000, kwargs=dict(n_steps=256), speed_only=True),
 }
 
 
@@ -77,11 +78,15 @@ def worker(library: str, job: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--config", nargs="+", default=["zoo"], choices=sorted(CONFIGS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--timesteps", type=int, default=None, help="override the config's total timesteps")
-    parser.add_argument("--sb3-python", default=None, help="interpreter with stable_baselines3 (or $SB3_PYTHON)")
+    parser.add_argument(
+        "--sb3-python", default=None, help="interpreter with stable_baselines3 (or $SB3_PYTHON)"
+    )
     parser.add_argument("--no-sb3", action="store_true", help="skip SB3 even when it is available")
     parser.add_argument("--threshold", type=float, default=475.0)
     parser.add_argument("--worker", choices=["mlx", "sb3"], help=argparse.SUPPRESS)
@@ -93,7 +98,9 @@ def main() -> None:
 
     sb3_python = None if args.no_sb3 else find_sb3_python(args.sb3_python)
     script = os.path.abspath(__file__)
-    print(f"PPO CartPole-v1 | configs {args.config} | seeds {args.seeds} | SB3: {sb3_python or 'not available'}")
+    print(
+        f"PPO CartPole-v1 | configs {args.config} | seeds {args.seeds} | SB3: {sb3_python or 'not available'}"
+    )
     rows, failed = [], False
     summary = []
     for config in args.config:
@@ -108,18 +115,31 @@ def main() -> None:
                 result = run_worker(python, script, library, job)  # type: ignore[arg-type]
                 results[library].append(result)
                 rows.append([config, library, seed, result["fps"], result["seconds"], result["eval_mean"]])
-                print(f"  {config} {library} seed {seed}: {result['fps']:.0f} FPS, eval {result['eval_mean']:.1f}")
-                if library == "mlx" and result["eval_mean"] < args.threshold:
+                print(
+                    f"  {config} {library} seed {seed}: {result['fps']:.0f} FPS, eval {result['eval_mean']:.1f}"
+                )
+                if (
+                    library == "mlx"
+                    and not CONFIGS[config].get("speed_only")
+                    and result["eval_mean"] < args.threshold
+                ):
                     failed = True
         mlx_fps = median([r["fps"] for r in results["mlx"]])
         sb3_fps = median([r["fps"] for r in results["sb3"]])
-        summary.append([config, mlx_fps, sb3_fps, mlx_fps / sb3_fps if results["sb3"] else float("nan"),
-                        min(r["eval_mean"] for r in results["mlx"])])
+        summary.append(
+            [
+                config,
+                mlx_fps,
+                sb3_fps,
+                mlx_fps / sb3_fps if results["sb3"] else float("nan"),
+                min(r["eval_mean"] for r in results["mlx"]),
+            ]
+        )
     print("\nPer run:")
     print_table(["config", "library", "seed", "FPS", "seconds", "eval mean"], rows)
     print("\nSummary (medians over seeds; ratio = mlx FPS / SB3 FPS):")
     print_table(["config", "mlx FPS", "SB3 FPS", "ratio", "worst mlx eval"], summary)
-    print(f"Required: every mlx seed >= {args.threshold}: {'FAIL' if failed else 'PASS'}")
+    print(f"Required (zoo config): every mlx seed >= {args.threshold}: {'FAIL' if failed else 'PASS'}")
     sys.exit(1 if failed else 0)
 
 

@@ -37,9 +37,17 @@ SETUPS: dict[str, dict[str, Any]] = {
         env="CartPole-v1",
         n_envs=1,
         kwargs=dict(
-            learning_rate=2.3e-3, batch_size=64, buffer_size=100_000, learning_starts=1000, gamma=0.99,
-            target_update_interval=10, train_freq=256, gradient_steps=128, exploration_fraction=0.16,
-            exploration_final_eps=0.04, policy_kwargs=dict(net_arch=[256, 256]),
+            learning_rate=2.3e-3,
+            batch_size=64,
+            buffer_size=100_000,
+            learning_starts=1000,
+            gamma=0.99,
+            target_update_interval=10,
+            train_freq=256,
+            gradient_steps=128,
+            exploration_fraction=0.16,
+            exploration_final_eps=0.04,
+            policy_kwargs=dict(net_arch=[256, 256]),
         ),
         warmup=1280,
         steps=5120,
@@ -103,7 +111,9 @@ def worker(library: str, job: dict[str, Any]) -> dict[str, Any]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--algos", nargs="+", default=list(SETUPS), choices=list(SETUPS))
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--sb3-python", default=None)
@@ -129,8 +139,10 @@ def main() -> None:
                 result = run_worker(python, script, library, {"algo": algo, "seed": 0, "profile": True})  # type: ignore[arg-type]
                 total = result["seconds"]
                 print(f"\n{algo.upper()} ({library}): {result['fps']:.0f} FPS over {total:.1f} s")
-                rows = [[part, seconds, 100 * seconds / total] for part, seconds in
-                        sorted(result["profile"].items(), key=lambda item: -item[1])]
+                rows = [
+                    [part, seconds, 100 * seconds / total]
+                    for part, seconds in sorted(result["profile"].items(), key=lambda item: -item[1])
+                ]
                 print_table(["part", "seconds", "%"], rows)
         return
 
@@ -151,11 +163,18 @@ def main() -> None:
     for algo in args.algos:
         setup = SETUPS[algo]
         mlx_fps, sb3_fps = median(fps[algo]["mlx"]), median(fps[algo]["sb3"])
-        rows.append([algo.upper(), setup["env"], setup["n_envs"], mlx_fps, sb3_fps,
-                     mlx_fps / sb3_fps if fps[algo]["sb3"] else float("nan")])
-    timed = ', '.join(f"{a}: {SETUPS[a]['steps']}" for a in args.algos)
-    print(f"\nMedians over {args.reps} reps (timed {timed} steps "
-          "after warm-up):")
+        rows.append(
+            [
+                algo.upper(),
+                setup["env"],
+                setup["n_envs"],
+                mlx_fps,
+                sb3_fps,
+                mlx_fps / sb3_fps if fps[algo]["sb3"] else float("nan"),
+            ]
+        )
+    timed = ", ".join(f"{a}: {SETUPS[a]['steps']}" for a in args.algos)
+    print(f"\nMedians over {args.reps} reps (timed {timed} steps after warm-up):")
     print_table(["algo", "env", "n_envs", "mlx FPS", "SB3 FPS", "ratio"], rows)
     if args.plot:
         import matplotlib
