@@ -8,7 +8,12 @@ import pytest
 from gymnasium import spaces
 
 from mlx_baselines3 import A2C, PPO
-from mlx_baselines3.common.envs import IdentityEnv, IdentityEnvBox, IdentityEnvMultiBinary, IdentityEnvMultiDiscrete
+from mlx_baselines3.common.envs import (
+    IdentityEnv,
+    IdentityEnvBox,
+    IdentityEnvMultiBinary,
+    IdentityEnvMultiDiscrete,
+)
 from mlx_baselines3.common.on_policy_algorithm import NonFiniteLossError
 from mlx_baselines3.common.vec_env import DummyVecEnv
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import inspect
 import time
-
 from abc import ABC, abstractmethod
 from collections import deque
 from collections.abc import Iterable
@@ -84,6 +83,7 @@ class BaseAlgorithm(ABC):
     n_envs: int
     lr_schedule: Schedule
     _logger: Logger
+    _constructor_args: dict[str, Any]
 
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         """Record the constructor arguments (after defaults) so that ``save`` can store them as JSON."""
@@ -159,6 +159,7 @@ class BaseAlgorithm(ABC):
 
         if env is not None:
             env = maybe_make_env(env, self.verbose)
+            assert env is not None
             env = self._wrap_env(env, self.verbose, monitor_wrapper)
             self.observation_space = env.observation_space
             self.action_space = env.action_space

@@ -165,7 +165,7 @@ class SquashedDiagGaussianDistribution(DiagGaussianDistribution):
         log_prob = super().log_prob(gaussian_actions)
         return log_prob - sum_independent_dims(log_one_minus_tanh_squared(gaussian_actions))
 
-    def entropy(self) -> mx.array | None:
+    def entropy(self) -> mx.array | None:  # type: ignore[override]
         # No closed form: SAC estimates it with -log_prob.
         return None
 

@@ -15,7 +15,11 @@ import mlx.nn as nn
 from gymnasium import spaces
 
 from mlx_baselines3.common.activations import Tanh
-from mlx_baselines3.common.preprocessing import get_flattened_obs_dim, is_image_space, is_image_space_channels_first
+from mlx_baselines3.common.preprocessing import (
+    get_flattened_obs_dim,
+    is_image_space,
+    is_image_space_channels_first,
+)
 
 
 class BaseFeaturesExtractor(nn.Module):

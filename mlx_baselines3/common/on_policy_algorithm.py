@@ -274,6 +274,7 @@ class OnPolicyAlgorithm(BaseAlgorithm):
         self._train_flags["stop"] = mx.array(False)
         # Arrays are immutable: keeping references is a free snapshot to roll back to.
         optimizer = self.policy.optimizer
+        assert optimizer is not None
         snapshot = (tree_snapshot(self.policy.parameters()), tree_snapshot(optimizer.state))
         outputs: list[tuple[mx.array, ...]] = []
         epoch_of_step: list[np.ndarray] = []
@@ -382,6 +383,7 @@ class OnPolicyAlgorithm(BaseAlgorithm):
             if isinstance(self.action_space, spaces.Discrete):
                 actions = actions.reshape(-1, 1)
             rewards = self._bootstrap_truncated(rewards, dones, infos)
+            assert self._last_episode_starts is not None
             rollout_buffer.add(self._last_obs, actions, rewards, self._last_episode_starts, values, log_probs)
             self._last_obs = new_obs
             self._last_episode_starts = dones

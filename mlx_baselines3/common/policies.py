@@ -66,7 +66,7 @@ def make_optimizer(
         if kwargs["weight_decay"]:
             raise ValueError("Adam with weight_decay is not supported by MLX's Adam: use mlx.optimizers.AdamW")
         kwargs.pop("weight_decay")
-    return optimizer_class(learning_rate=learning_rate, **kwargs)
+    return optimizer_class(learning_rate=learning_rate, **kwargs)  # type: ignore[call-arg]
 
 
 class BaseModel(nn.Module):
@@ -195,7 +195,7 @@ class BaseModel(nn.Module):
             for key, sub_space in self.observation_space.spaces.items():
                 obs = maybe_transpose(np.asarray(observation[key]), sub_space)
                 vectorized_env = vectorized_env or is_vectorized_observation(obs, sub_space)
-                result[key] = mx.array(obs.reshape((-1, *sub_space.shape)))
+                result[key] = mx.array(obs.reshape((-1, *(sub_space.shape or ()))))
             return result, vectorized_env
         if isinstance(self.observation_space, spaces.Dict):
             raise ValueError(f"The observation space is a Dict {self.observation_space}: pass a dict observation")
@@ -622,7 +622,7 @@ class ActorCriticCnnPolicy(ActorCriticPolicy):
     """``ActorCriticPolicy`` with a NatureCNN features extractor (SB3's ``CnnPolicy``)."""
 
     def __init__(self, *args: Any, features_extractor_class: type[BaseFeaturesExtractor] = NatureCNN, **kwargs: Any):
-        super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)
+        super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)  # type: ignore[misc]
 
 
 class MultiInputActorCriticPolicy(ActorCriticPolicy):
@@ -631,7 +631,7 @@ class MultiInputActorCriticPolicy(ActorCriticPolicy):
     def __init__(
         self, *args: Any, features_extractor_class: type[BaseFeaturesExtractor] = CombinedExtractor, **kwargs: Any
     ):
-        super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)
+        super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)  # type: ignore[misc]
 
 
 VALUE_HEADS = ("mse", "twohot")

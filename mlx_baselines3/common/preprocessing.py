@@ -15,7 +15,7 @@ def is_image_space_channels_first(observation_space: spaces.Box) -> bool:
     """Guess whether an image space is channel-first (C, H, W): the smallest dim is first."""
     smallest_dimension = np.argmin(observation_space.shape).item()
     if smallest_dimension == 1:
-        warnings.warn("Treating image space as channels-last, while second dimension was smallest of the three.")
+        warnings.warn("Treating image space as channels-last, while second dimension was smallest of the three.", stacklevel=2)
     return smallest_dimension == 0
 
 

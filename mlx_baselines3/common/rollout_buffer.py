@@ -253,7 +253,7 @@ class DictRolloutBuffer(RolloutBuffer):
             self.observations[key][self.pos] = value  # type: ignore[index,call-overload]
 
     def flat_data(self) -> dict[str, Any]:
-        data = {
+        data: dict[str, Any] = {
             "actions": self.swap_and_flatten(self.actions),
             "old_values": self.swap_and_flatten(self.values).reshape(-1),
             "old_log_prob": self.swap_and_flatten(self.log_probs).reshape(-1),

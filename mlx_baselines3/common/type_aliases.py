@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from mlx_baselines3.common.vec_env import VecEnv
 
 GymEnv = Union[gym.Env, "VecEnv"]
-GymObs = Union[tuple, dict[str, Any], np.ndarray, int]
+GymObs = Union[tuple, dict[str, Any], np.ndarray, int]  # noqa: UP007
 GymResetReturn = tuple[GymObs, dict]
 AtariResetReturn = tuple[np.ndarray, dict[str, Any]]
 GymStepReturn = tuple[GymObs, float, bool, bool, dict]
