@@ -10,11 +10,14 @@ linear from 0.2) with either critic:
           gradient-norm clipping (max_grad_norm 0.5), which shrinks the actor's share of each step.
   twohot  ``policy_kwargs=dict(value_head="twohot")``: 255 logits over bins in symlog space,
           trained with the two-hot cross-entropy, so the value loss is O(1) whatever the reward scale.
+  twohot-raw  the same with ``value_head_kwargs=dict(space="raw")``: the bins are symexp of the
+          symlog grid and the encoding / expectation happen on raw returns.
 
 The evaluation runs on the unscaled CartPole-v1 (deterministic actions, 10 episodes), so the
 returns are episode lengths (500 is the maximum). ``value_loss`` and ``explained_var`` are the
 last update's ``train/value_loss`` (MSE in reward units squared, or the two-hot cross-entropy in
-nats) and ``train/explained_variance``. ``--reference`` adds the plain critic on the unscaled env.
+nats) and ``train/explained_variance``; ``train ep len`` is the mean length of the last 100
+training episodes (stochastic actions). ``--reference`` adds the plain critic on the unscaled env.
 
 Usage:
   python benchmarks/twohot_critic.py                        # 3 seeds, 100k steps, both heads
@@ -46,6 +49,13 @@ ZOO_KWARGS: dict[str, Any] = dict(
 )
 
 
+HEADS: dict[str, dict[str, Any] | None] = {
+    "mse": None,
+    "twohot": dict(value_head="twohot"),
+    "twohot-raw": dict(value_head="twohot", value_head_kwargs=dict(space="raw")),
+}
+
+
 class ScaleReward(gym.RewardWrapper):
     """Multiply every reward by ``scale``."""
 
@@ -71,7 +81,7 @@ def run(head: str, seed: int, timesteps: int, scale: float, eval_episodes: int) 
     env = make_vec_env(
         "CartPole-v1", n_envs=8, seed=seed, wrapper_class=ScaleReward, wrapper_kwargs=dict(scale=scale)
     )
-    policy_kwargs = dict(value_head=head) if head != "mse" else None
+    policy_kwargs = HEADS[head]
     model = PPO(
         "MlpPolicy",
         env,
@@ -90,6 +100,7 @@ def run(head: str, seed: int, timesteps: int, scale: float, eval_episodes: int) 
     logged = model.logger.name_to_value
     return dict(
         eval_mean=evaluate(model, "CartPole-v1", n_episodes=eval_episodes),
+        train_len=statistics.fmean([info["l"] for info in model.ep_info_buffer]),
         value_loss=float(logged.get("train/value_loss", float("nan"))),
         explained_var=float(logged.get("train/explained_variance", float("nan"))),
         seconds=seconds,
@@ -103,7 +114,7 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--timesteps", type=int, default=100_000)
     parser.add_argument("--scale", type=float, default=1000.0, help="reward multiplier")
-    parser.add_argument("--heads", nargs="+", default=["mse", "twohot"], choices=["mse", "twohot"])
+    parser.add_argument("--heads", nargs="+", default=["mse", "twohot"], choices=sorted(HEADS))
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--reference", action="store_true", help="also the plain critic on unscaled rewards")
     args = parser.parse_args()
@@ -127,6 +138,7 @@ def main() -> None:
                     f"x{scale:g}",
                     seed,
                     result["eval_mean"],
+                    result["train_len"],
                     result["value_loss"],
                     result["explained_var"],
                     result["seconds"],
@@ -138,7 +150,10 @@ def main() -> None:
                 flush=True,
             )
     print("\nPer run (eval mean = episode length on unscaled CartPole-v1, max 500):")
-    print_table(["head", "rewards", "seed", "eval mean", "value_loss", "explained_var", "seconds"], rows)
+    print_table(
+        ["head", "rewards", "seed", "eval mean", "train ep len", "value_loss", "explained_var", "seconds"],
+        rows,
+    )
     print("\nMean over seeds:")
     print_table(
         ["head", "rewards", "eval mean", "min", "max"],
