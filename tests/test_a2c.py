@@ -142,7 +142,7 @@ class RolloutRecorder(BaseCallback):
             "values": buffer.values.copy(),
             "returns": buffer.returns.copy(),
             "advantages": buffer.advantages.copy(),
-            "last_values": np.array(self.locals["last_values"]).reshape(-1).copy(),
+            "last_values": np.array(self.locals["values"]).reshape(-1).copy(),  # SB3 name at rollout end
             "dones": np.array(self.locals["dones"]).copy(),
         }
 

@@ -123,8 +123,9 @@ def test_a2c_uses_rmsprop_with_sb3_defaults():
 def test_ppo_defaults_match_sb3():
     model = PPO("MlpPolicy", "CartPole-v1")
     assert (model.n_steps, model.batch_size, model.n_epochs) == (2048, 64, 10)
-    assert (model.gamma, model.gae_lambda, model.clip_range, model.ent_coef, model.vf_coef) == (
+    assert (model.gamma, model.gae_lambda, model.clip_range(1.0), model.ent_coef, model.vf_coef) == (
         0.99, 0.95, 0.2, 0.0, 0.5)
+    assert model.clip_range(0.0) == 0.2  # a constant schedule, as SB3 stores it
     assert model.max_grad_norm == 0.5 and model.normalize_advantage and model.target_kl is None
     assert isinstance(model.policy.optimizer, optim.Adam) and model.policy.optimizer.eps == 1e-5
 

@@ -148,22 +148,18 @@ class A2C(OnPolicyAlgorithm):
         if _init_setup_model:
             self._setup_model()
 
-    def _setup_model(self) -> None:
-        super()._setup_model()
+    def _loss_config(self) -> tuple[Any, tuple[Any, ...]]:
         loss_fn = partial(a2c_loss, normalize_advantage=self.normalize_advantage)
-        self._update_step = self._make_update_step(loss_fn)
+        return loss_fn, (bool(self.normalize_advantage),)
 
     def train(self) -> None:
         """One gradient step on the whole rollout."""
         self.policy.set_training_mode(True)
         assert self.policy.optimizer is not None
         self._update_learning_rate(self.policy.optimizer)
-        hyper = {
-            "ent_coef": mx.array(self.ent_coef, dtype=mx.float32),
-            "vf_coef": mx.array(self.vf_coef, dtype=mx.float32),
-        }
+        hyper = self._update_hyperparameters()
         total = self.rollout_buffer.buffer_size * self.rollout_buffer.n_envs
-        result = self._run_update_epochs(self._update_step, 1, total, hyper)
+        result = self._run_update_epochs(self._get_update_step(), 1, total, hyper)
         self._n_updates += 1
         terms = result["terms"][-1]
         explained_var = explained_variance(

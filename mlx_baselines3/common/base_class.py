@@ -88,6 +88,8 @@ class BaseAlgorithm(ABC):
     def __new__(cls, *args: Any, **kwargs: Any) -> Any:
         """Record the constructor arguments (after defaults) so that ``save`` can store them as JSON."""
         obj = super().__new__(cls)
+        if not args and not kwargs:  # copy.copy / copy.deepcopy / unpickling: state comes from __dict__
+            return obj
         try:
             bound = inspect.signature(cls.__init__).bind(obj, *args, **kwargs)
         except TypeError as exc:
@@ -171,6 +173,25 @@ class BaseAlgorithm(ABC):
                 raise ValueError(
                     "Error: the model does not support multiple envs; it requires a single vectorized environment."
                 )
+
+    # Attributes that hold compiled functions or other per-process objects: not copied by
+    # copy.copy / copy.deepcopy (they are rebuilt for the copy by _rebuild_after_copy).
+    _transient_attributes: ClassVar[tuple[str, ...]] = ()
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        for name in self._transient_attributes:
+            state.pop(name, None)
+        state["device"] = "gpu" if self.device == mx.Device(mx.gpu) else "cpu"
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.device = get_device(state["device"])
+        self._rebuild_after_copy()
+
+    def _rebuild_after_copy(self) -> None:  # noqa: B027 - optional hook
+        """Recreate what ``_transient_attributes`` held (override with the algorithm's compiled functions)."""
 
     def _check_spaces(self, policy: Any) -> None:
         check_observation_space(self.observation_space)
@@ -278,6 +299,7 @@ class BaseAlgorithm(ABC):
         self.start_time = time.time_ns()
         if self.env is None:
             raise ValueError("The model has no environment: pass one with set_env(env) or to load(path, env=env)")
+        mx.set_default_device(self.device)  # MLX's default device is global: the model being trained sets it
         if self.ep_info_buffer is None or reset_num_timesteps:
             self.ep_info_buffer = deque(maxlen=self._stats_window_size)
             self.ep_success_buffer = deque(maxlen=self._stats_window_size)
@@ -358,6 +380,8 @@ class BaseAlgorithm(ABC):
         deterministic: bool = False,
     ) -> tuple[np.ndarray, tuple[np.ndarray, ...] | None]:
         """The policy's action for an observation (or a batch): see ``BasePolicy.predict``."""
+        if mx.default_device() != self.device:
+            mx.set_default_device(self.device)
         return self.policy.predict(observation, state, episode_start, deterministic)
 
     def set_random_seed(self, seed: int | None = None) -> None:

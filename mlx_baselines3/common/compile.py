@@ -70,9 +70,37 @@ def guarded_update(module: nn.Module, optimizer: optim.Optimizer, grads: Any, ap
     old_params = module.trainable_parameters()
     old_state = tree_snapshot(optimizer.state)
     optimizer.update(module, grads)
-    new_params = tree_map(lambda new, old: mx.where(apply, new, old), module.trainable_parameters(), old_params)
+    new_params = tree_map(
+        lambda new, old: mx.where(apply, new, old), module.trainable_parameters(), old_params
+    )
     module.update(new_params)
     assign_where_in_place(apply, optimizer.state, old_state)
+
+
+def clip_by_global_norm(grads: Any, max_norm: mx.array | float | None) -> tuple[Any, mx.array]:
+    """Scale ``grads`` so that their global L2 norm is at most ``max_norm`` (PyTorch's rule).
+
+    ``scale = min(max_norm / (norm + 1e-6), 1)``; ``max_norm`` may be an array (so that changing it
+    needs no recompilation) or None (no clipping; the norm is still returned).
+
+    :return: the (clipped) gradients and the norm before clipping
+    """
+    squares = [
+        mx.sum(mx.square(g.astype(mx.float32) if g.dtype == mx.float16 else g))
+        for g in tree_flatten_arrays(grads)
+    ]
+    norm = mx.sqrt(sum(squares[1:], squares[0])) if squares else mx.array(0.0)
+    if max_norm is None:
+        return grads, norm
+    scale = mx.minimum(max_norm / (norm + 1e-6), 1.0)
+    return tree_map(lambda g: g * scale.astype(g.dtype), grads), norm
+
+
+def tree_flatten_arrays(tree: Any) -> list[mx.array]:
+    """The arrays of a tree, in order."""
+    from mlx.utils import tree_flatten
+
+    return [item[1] for item in tree_flatten(tree) if isinstance(item[1], mx.array)]
 
 
 def all_finite(*values: mx.array) -> mx.array:

@@ -46,13 +46,12 @@ _ACTIVATIONS: dict[type[nn.Module], Callable[[np.ndarray], np.ndarray]] = {
 
 
 def _activation(layer: nn.Module) -> Callable[[np.ndarray], np.ndarray] | None:
-    for cls in type(layer).__mro__:
-        if cls in _ACTIVATIONS:
-            # subclasses that change __call__ (other than our CPU Tanh, same function) are not known
-            if cls is not type(layer) and cls is not nn.Tanh:
-                return None
-            return _ACTIVATIONS[cls]
-    return None
+    """The NumPy function of a known activation layer (exact types only: a subclass may differ)."""
+    from mlx_baselines3.common.activations import Tanh
+
+    if type(layer) is Tanh:  # our CPU tanh: the same function as nn.Tanh
+        return np.tanh
+    return _ACTIVATIONS.get(type(layer))
 
 
 def _sequential_plan(sequential: nn.Module) -> list[tuple[str, Any]] | None:
@@ -138,8 +137,26 @@ class NumpyActorCritic:
         return cls(policy, rng) if cls.supports(policy) else None
 
     def refresh(self) -> None:
-        """Copy the current MLX parameters (call after every update)."""
-        self._weights = {name: np.array(value) for name, value in self.policy.state_dict().items()}
+        """Copy the current MLX parameters (done automatically when they change, see :meth:`ensure_current`)."""
+        self._weights = {}
+        self._sources: list[tuple[Any, Any, Any]] = []  # (container, key, array) of each parameter
+        for name, value in self.policy.state_dict().items():
+            self._weights[name] = np.array(value)
+            *path, last = name.split(".")
+            container: Any = self.policy
+            for part in path:
+                container = container[int(part)] if isinstance(container, list) else container[part]
+            self._sources.append((container, int(last) if isinstance(container, list) else last, value))
+
+    def ensure_current(self) -> None:
+        """Re-copy the parameters if any was replaced since the last copy.
+
+        MLX arrays are immutable, so an update (training step, ``load_state_dict``,
+        ``set_parameters``) always puts new array objects in the module: comparing identities is
+        a complete and cheap (microseconds) staleness check.
+        """
+        if any(container[key] is not array for container, key, array in self._sources):
+            self.refresh()
 
     # -- forward ---------------------------------------------------------------------------------
 
@@ -174,6 +191,10 @@ class NumpyActorCritic:
 
     def values(self, obs: np.ndarray) -> np.ndarray:
         """Value estimates ``[B, 1]``."""
+        self.ensure_current()
+        return self._values_unchecked(obs)
+
+    def _values_unchecked(self, obs: np.ndarray) -> np.ndarray:
         assert self._vf_plan is not None
         latent_vf = self._mlp(self._features(obs), self._vf_plan, "mlp_extractor.value_net")
         return self._linear(latent_vf, "value_net")
@@ -181,11 +202,12 @@ class NumpyActorCritic:
     def __call__(self, obs: np.ndarray, deterministic: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Actions (as the MLX policy returns them), values ``[B, 1]`` and log-probabilities ``[B]``."""
         assert self._pi_plan is not None
+        self.ensure_current()
         features = self._features(obs)
         latent_pi = self._mlp(features, self._pi_plan, "mlp_extractor.policy_net")
         actions, log_prob = self._sample(self._linear(latent_pi, "action_net"), deterministic)
-        values = self.values(obs)
-        return actions, values, log_prob
+        values = self._values_unchecked(obs)
+        return actions.reshape((-1, *self.policy.action_space.shape)), values, log_prob
 
     def _sample(self, params: np.ndarray, deterministic: bool) -> tuple[np.ndarray, np.ndarray]:
         dist = self.policy.action_dist

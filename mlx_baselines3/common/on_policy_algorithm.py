@@ -9,14 +9,19 @@ from typing import Any, TypeVar
 
 import mlx.core as mx
 import mlx.nn as nn
-import mlx.optimizers as optim
 import numpy as np
 from gymnasium import spaces
 from mlx.utils import tree_map
 
 from mlx_baselines3.common.base_class import BaseAlgorithm
 from mlx_baselines3.common.callbacks import BaseCallback
-from mlx_baselines3.common.compile import all_finite, assign_in_place, guarded_update, tree_snapshot
+from mlx_baselines3.common.compile import (
+    all_finite,
+    assign_in_place,
+    clip_by_global_norm,
+    guarded_update,
+    tree_snapshot,
+)
 from mlx_baselines3.common.numpy_inference import NumpyActorCritic
 from mlx_baselines3.common.policies import ActorCriticPolicy
 from mlx_baselines3.common.rollout_buffer import DictRolloutBuffer, RolloutBuffer
@@ -56,6 +61,15 @@ class OnPolicyAlgorithm(BaseAlgorithm):
 
     rollout_buffer: RolloutBuffer
     policy: ActorCriticPolicy
+    _transient_attributes = (
+        "_policy_step",
+        "_predict_values",
+        "_numpy_policy",
+        "_rollout_functions_for",
+        "_update_step",
+        "_update_step_key",
+        "_train_flags",
+    )
     # Names of the scalar terms a loss returns, in order (for logging and error messages).
     loss_term_names: tuple[str, ...] = ()
 
@@ -132,12 +146,23 @@ class OnPolicyAlgorithm(BaseAlgorithm):
             **self.rollout_buffer_kwargs,
         )
         self.policy = self.policy_class(  # type: ignore[assignment]
-            self.observation_space, self.action_space, self.lr_schedule, use_sde=self.use_sde, **self.policy_kwargs
+            self.observation_space,
+            self.action_space,
+            self.lr_schedule,
+            use_sde=self.use_sde,
+            **self.policy_kwargs,
         )
         mx.eval(self.policy.parameters())
+        self._rollout_functions_for: Any = None
+        self._update_step_key: Any = None
         self._build_rollout_functions()
 
     # -- compiled functions ----------------------------------------------------------------------
+
+    def _rebuild_after_copy(self) -> None:
+        self._update_step_key = None
+        if hasattr(self, "policy"):
+            self._build_rollout_functions()
 
     def _build_rollout_functions(self) -> None:
         """Compile action selection (actions, values, log-probs) and value prediction.
@@ -147,6 +172,7 @@ class OnPolicyAlgorithm(BaseAlgorithm):
         ``model.action_selection = "mlx"`` to always use the compiled MLX path.
         """
         policy = self.policy
+        self._rollout_functions_for = policy
         self._numpy_policy = NumpyActorCritic.from_policy(policy)
         self._rollout_numpy = False
         self._policy_step = mx.compile(
@@ -159,7 +185,44 @@ class OnPolicyAlgorithm(BaseAlgorithm):
         """Whether updates stop early on a KL threshold (PPO's ``target_kl``)."""
         return getattr(self, "target_kl", None) is not None
 
-    def _make_update_step(self, loss_fn: LossFn, kl_stop: bool = False) -> Callable[..., tuple[mx.array, ...]]:
+    def _loss_config(self) -> tuple[LossFn, tuple[Any, ...]]:
+        """The algorithm's loss function and the settings it was specialised on (override)."""
+        raise NotImplementedError
+
+    def _get_update_step(self) -> Callable[..., tuple[mx.array, ...]]:
+        """The compiled update for the current policy, optimizer and settings (rebuilt when they change).
+
+        SB3 reads ``target_kl``, ``normalize_advantage``, ``max_grad_norm`` (None or not) and the
+        policy at every update; they are compile-time constants here, so a change triggers a rebuild.
+        """
+        loss_fn, loss_key = self._loss_config()
+        key = (
+            id(self.policy),
+            id(self.policy.optimizer),
+            self.target_kl_enabled,
+            self.max_grad_norm is None,
+            loss_key,
+        )
+        if key != self._update_step_key:
+            self._update_step = self._make_update_step(loss_fn, kl_stop=self.target_kl_enabled)
+            self._update_step_key = key
+        return self._update_step
+
+    def _update_hyperparameters(self) -> dict[str, mx.array]:
+        """The values an update reads that may change between updates, as arrays (no recompilation)."""
+        hyper = {
+            "ent_coef": mx.array(self.ent_coef, dtype=mx.float32),
+            "vf_coef": mx.array(self.vf_coef, dtype=mx.float32),
+        }
+        if self.max_grad_norm is not None:
+            hyper["max_grad_norm"] = mx.array(self.max_grad_norm, dtype=mx.float32)
+        if self.target_kl_enabled:
+            hyper["target_kl"] = mx.array(self.target_kl, dtype=mx.float32)  # type: ignore[attr-defined]
+        return hyper
+
+    def _make_update_step(
+        self, loss_fn: LossFn, kl_stop: bool = False
+    ) -> Callable[..., tuple[mx.array, ...]]:
         """Compile the gradient steps: loss, gradients, clipping and the optimizer update.
 
         The returned function takes ``(data, indices, hyper)``: the whole rollout as MLX arrays,
@@ -184,17 +247,16 @@ class OnPolicyAlgorithm(BaseAlgorithm):
         if kl_stop:
             state.append(flags)
         value_and_grad = nn.value_and_grad(policy, loss_fn)
-        max_grad_norm = self.max_grad_norm
+        clip = self.max_grad_norm is not None
         kl_index = self.loss_term_names.index("approx_kl") if kl_stop else -1
         not_stopped = mx.array(False)
 
-        def one_step(data: dict[str, Any], indices: mx.array, hyper: dict[str, mx.array]) -> tuple[mx.array, ...]:
+        def one_step(
+            data: dict[str, Any], indices: mx.array, hyper: dict[str, mx.array]
+        ) -> tuple[mx.array, ...]:
             batch = tree_map(lambda array: array[indices], data)
             (loss, terms), grads = value_and_grad(policy, batch, hyper)
-            if max_grad_norm is not None:
-                grads, grad_norm = optim.clip_grad_norm(grads, max_grad_norm)
-            else:
-                _, grad_norm = optim.clip_grad_norm(grads, float("inf"))
+            grads, grad_norm = clip_by_global_norm(grads, hyper["max_grad_norm"] if clip else None)
             if not kl_stop:
                 optimizer.update(policy, grads)
                 return loss, mx.stack(list(terms)), grad_norm, not_stopped
@@ -205,7 +267,9 @@ class OnPolicyAlgorithm(BaseAlgorithm):
             flags["stop"] = stop
             return loss, mx.stack(list(terms)), grad_norm, stopped_before
 
-        def steps(data: dict[str, Any], indices: mx.array, hyper: dict[str, mx.array]) -> tuple[mx.array, ...]:
+        def steps(
+            data: dict[str, Any], indices: mx.array, hyper: dict[str, mx.array]
+        ) -> tuple[mx.array, ...]:
             results = [one_step(data, indices[k], hyper) for k in range(indices.shape[0])]
             return tuple(mx.stack([result[i] for result in results]) for i in range(4))
 
@@ -222,7 +286,9 @@ class OnPolicyAlgorithm(BaseAlgorithm):
         divisor = max(d for d in range(1, limit + 1) if n_steps % d == 0)
         return divisor if divisor * 2 > limit else limit
 
-    def _minibatch_plan(self, total: int, batch_size: int, n_epochs: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    def _minibatch_plan(
+        self, total: int, batch_size: int, n_epochs: int
+    ) -> list[tuple[np.ndarray, np.ndarray]]:
         """The minibatches of ``n_epochs`` shuffled passes, grouped into chunks of consecutive steps.
 
         :return: ``(indices [K, batch], epoch of each step [K])`` per chunk, in training order. When
@@ -244,7 +310,9 @@ class OnPolicyAlgorithm(BaseAlgorithm):
         else:
             for epoch, perm in enumerate(permutations):
                 if n_full:
-                    add_chunks(perm[: n_full * batch_size].reshape(n_full, batch_size), np.full(n_full, epoch))
+                    add_chunks(
+                        perm[: n_full * batch_size].reshape(n_full, batch_size), np.full(n_full, epoch)
+                    )
                 plan.append((perm[n_full * batch_size :].reshape(1, remainder), np.array([epoch])))
         return plan
 
@@ -292,7 +360,9 @@ class OnPolicyAlgorithm(BaseAlgorithm):
         finite = np.isfinite(losses) & np.isfinite(grad_norms) & np.all(np.isfinite(terms), axis=1)
         if not np.all(finite[ran]):
             first_bad = int(np.flatnonzero(~finite & ran)[0])
-            bad_terms = [name for name, value in zip(self.loss_term_names, terms[first_bad]) if not np.isfinite(value)]
+            bad_terms = [
+                name for name, value in zip(self.loss_term_names, terms[first_bad]) if not np.isfinite(value)
+            ]
             if not np.isfinite(grad_norms[first_bad]):
                 bad_terms.append("grad_norm")
             if not bad_terms:
@@ -342,6 +412,8 @@ class OnPolicyAlgorithm(BaseAlgorithm):
         outputs = self._policy_step(obs_as_mx(obs))
         mx.eval(outputs)
         actions, values, log_probs = (np.array(output) for output in outputs)
+        if np.issubdtype(actions.dtype, np.integer):
+            actions = actions.astype(np.int64)  # MLX samples uint32: envs doing arithmetic need signed ints
         return actions, values, log_probs
 
     def collect_rollouts(
@@ -361,13 +433,12 @@ class OnPolicyAlgorithm(BaseAlgorithm):
         """
         assert self._last_obs is not None, "No previous observation was provided"
         self.policy.set_training_mode(False)
-        self._rollout_numpy = self._use_numpy_policy()
-        if self._rollout_numpy:
-            assert self._numpy_policy is not None
-            self._numpy_policy.refresh()
+        if self._rollout_functions_for is not self.policy:
+            self._build_rollout_functions()
         n_steps = 0
         rollout_buffer.reset()
         callback.on_rollout_start()
+        self._rollout_numpy = self._use_numpy_policy()
         new_obs: Any = None
         dones: np.ndarray = np.zeros(env.num_envs, dtype=bool)
         while n_steps < n_rollout_steps:
@@ -387,8 +458,8 @@ class OnPolicyAlgorithm(BaseAlgorithm):
             rollout_buffer.add(self._last_obs, actions, rewards, self._last_episode_starts, values, log_probs)
             self._last_obs = new_obs
             self._last_episode_starts = dones
-        last_values = self._values(new_obs)
-        rollout_buffer.compute_returns_and_advantage(last_values=last_values, dones=dones)
+        values = self._values(new_obs)
+        rollout_buffer.compute_returns_and_advantage(last_values=values, dones=dones)
         callback.update_locals(locals())
         callback.on_rollout_end()
         return True
@@ -401,7 +472,9 @@ class OnPolicyAlgorithm(BaseAlgorithm):
         obs_tensor, _ = self.policy.obs_to_tensor(obs)
         return np.array(self._predict_values(obs_tensor))
 
-    def _bootstrap_truncated(self, rewards: np.ndarray, dones: np.ndarray, infos: list[dict[str, Any]]) -> np.ndarray:
+    def _bootstrap_truncated(
+        self, rewards: np.ndarray, dones: np.ndarray, infos: list[dict[str, Any]]
+    ) -> np.ndarray:
         """Add ``gamma * V(terminal_observation)`` to the rewards of time-limit ends (one batched call)."""
         truncated = [
             idx
@@ -415,7 +488,9 @@ class OnPolicyAlgorithm(BaseAlgorithm):
         rewards = np.array(rewards, dtype=np.float32, copy=True)
         terminal_obs = [infos[idx]["terminal_observation"] for idx in truncated]
         if isinstance(self.observation_space, spaces.Dict):
-            batch: Any = {key: np.stack([obs[key] for obs in terminal_obs]) for key in self.observation_space.spaces}
+            batch: Any = {
+                key: np.stack([obs[key] for obs in terminal_obs]) for key in self.observation_space.spaces
+            }
         else:
             batch = np.stack(terminal_obs)
         terminal_values = self._values(batch).reshape(-1)
@@ -436,8 +511,12 @@ class OnPolicyAlgorithm(BaseAlgorithm):
         if iteration > 0:
             self.logger.record("time/iterations", iteration, exclude="tensorboard")
         if len(self.ep_info_buffer) > 0 and len(self.ep_info_buffer[0]) > 0:
-            self.logger.record("rollout/ep_rew_mean", safe_mean([ep_info["r"] for ep_info in self.ep_info_buffer]))
-            self.logger.record("rollout/ep_len_mean", safe_mean([ep_info["l"] for ep_info in self.ep_info_buffer]))
+            self.logger.record(
+                "rollout/ep_rew_mean", safe_mean([ep_info["r"] for ep_info in self.ep_info_buffer])
+            )
+            self.logger.record(
+                "rollout/ep_len_mean", safe_mean([ep_info["l"] for ep_info in self.ep_info_buffer])
+            )
         if len(self.ep_success_buffer) > 0:
             self.logger.record("rollout/success_rate", safe_mean(self.ep_success_buffer))
         self.logger.record("time/fps", fps)

@@ -42,6 +42,7 @@ from mlx_baselines3.common.preprocessing import (
     preprocess_obs,
 )
 from mlx_baselines3.common.type_aliases import Schedule
+from mlx_baselines3.common.utils import obs_as_mx
 from mlx_baselines3.world_models.twohot import TwoHot
 from mlx_baselines3.world_models.value_loss import twohot_value_loss, twohot_values
 
@@ -60,11 +61,14 @@ def make_optimizer(
     if issubclass(optimizer_class, (optim.Adam, optim.AdamW)):
         kwargs.setdefault("bias_correction", True)
     # PyTorch spelling -> MLX spelling
-    if "weight_decay" in kwargs and issubclass(optimizer_class, optim.Adam) and not issubclass(
-        optimizer_class, optim.AdamW
+    # PyTorch's Adam and RMSprop take weight_decay (SB3 passes 0); MLX's do not
+    if "weight_decay" in kwargs and not issubclass(optimizer_class, optim.AdamW) and issubclass(
+        optimizer_class, (optim.Adam, optim.RMSprop)
     ):
         if kwargs["weight_decay"]:
-            raise ValueError("Adam with weight_decay is not supported by MLX's Adam: use mlx.optimizers.AdamW")
+            raise ValueError(
+                f"{optimizer_class.__name__} with weight_decay is not supported by MLX: use mlx.optimizers.AdamW"
+            )
         kwargs.pop("weight_decay")
     return optimizer_class(learning_rate=learning_rate, **kwargs)  # type: ignore[call-arg]
 
@@ -195,13 +199,13 @@ class BaseModel(nn.Module):
             for key, sub_space in self.observation_space.spaces.items():
                 obs = maybe_transpose(np.asarray(observation[key]), sub_space)
                 vectorized_env = vectorized_env or is_vectorized_observation(obs, sub_space)
-                result[key] = mx.array(obs.reshape((-1, *(sub_space.shape or ()))))
+                result[key] = obs_as_mx(obs.reshape((-1, *(sub_space.shape or ()))))  # type: ignore[assignment]
             return result, vectorized_env
         if isinstance(self.observation_space, spaces.Dict):
             raise ValueError(f"The observation space is a Dict {self.observation_space}: pass a dict observation")
         obs = maybe_transpose(np.asarray(observation), self.observation_space)
         vectorized_env = self.is_vectorized_observation(obs)
-        return mx.array(obs.reshape((-1, *self.observation_space.shape))), vectorized_env
+        return obs_as_mx(obs.reshape((-1, *self.observation_space.shape))), vectorized_env
 
     # -- saving ----------------------------------------------------------------------------------
 
@@ -333,7 +337,7 @@ class BasePolicy(BaseModel):
             else:
                 actions = np.clip(actions, self.action_space.low, self.action_space.high)
             return actions.astype(self.action_space.dtype, copy=False)
-        if isinstance(self.action_space, (spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)):
+        if isinstance(self.action_space, (spaces.Discrete, spaces.MultiDiscrete)):
             return actions.astype(np.int64, copy=False)
         return actions
 

@@ -6,6 +6,7 @@ import glob
 import os
 import random
 import re
+import warnings
 from collections import deque
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -168,19 +169,30 @@ def get_device(device: str | Any = "auto") -> mx.Device:
         return mx.Device(mx.cpu)
     if name in ("gpu", "cuda", "mps", "metal"):
         if not gpu_available():
-            raise ValueError(
-                f"device={device!r} was requested but MLX has no GPU backend here "
-                "(install mlx[cuda13] on Linux with an NVIDIA GPU, or use an Apple-silicon Mac)"
+            # SB3 falls back to the CPU when CUDA is asked for and absent; say so.
+            warnings.warn(
+                f"device={device!r} was requested but MLX has no GPU backend here: using the CPU "
+                "(install mlx[cuda13] on Linux with an NVIDIA GPU, or use an Apple-silicon Mac)",
+                UserWarning,
+                stacklevel=3,
             )
+            return mx.Device(mx.cpu)
         return mx.Device(mx.gpu)
     raise ValueError(f"Unknown device {device!r}: use 'auto', 'cpu' or 'gpu'")
 
 
 def obs_as_mx(obs: np.ndarray | dict[str, np.ndarray]) -> mx.array | dict[str, mx.array]:
-    """Move a NumPy observation (or a dict of them) to MLX."""
+    """Move a NumPy observation (or a dict of them) to MLX (float64 becomes float32: GPUs lack float64)."""
     if isinstance(obs, dict):
-        return {key: mx.array(value) for key, value in obs.items()}
-    return mx.array(obs)
+        return {key: _to_mx(value) for key, value in obs.items()}
+    return _to_mx(obs)
+
+
+def _to_mx(value: np.ndarray) -> mx.array:
+    value = np.asarray(value)
+    if value.dtype == np.float64:
+        value = value.astype(np.float32)
+    return mx.array(value)
 
 
 # SB3's name

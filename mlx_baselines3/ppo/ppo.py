@@ -210,38 +210,34 @@ class PPO(OnPolicyAlgorithm):
 
     def _setup_model(self) -> None:
         super()._setup_model()
-        self.clip_range_schedule = FloatSchedule(self.clip_range)
-        self.clip_range_vf_schedule: FloatSchedule | None = None
+        # Schedules of progress_remaining, as in SB3 (a float or a callable may be assigned later too)
+        self.clip_range = FloatSchedule(self.clip_range)
         if self.clip_range_vf is not None:
             if isinstance(self.clip_range_vf, (float, int)) and self.clip_range_vf <= 0:
                 raise ValueError("`clip_range_vf` must be positive, pass `None` to deactivate vf clipping")
-            self.clip_range_vf_schedule = FloatSchedule(self.clip_range_vf)
+            self.clip_range_vf = FloatSchedule(self.clip_range_vf)
         if self.clip_range_vf is not None and getattr(self.policy, "value_head", "mse") == "twohot":
             raise ValueError(TWOHOT_CLIP_VF_ERROR)
-        loss_fn = partial(
-            ppo_loss, normalize_advantage=self.normalize_advantage, clip_value=self.clip_range_vf is not None
-        )
-        self._update_step = self._make_update_step(loss_fn, kl_stop=self.target_kl is not None)
+
+    def _loss_config(self) -> tuple[Any, tuple[Any, ...]]:
+        clip_value = self.clip_range_vf is not None
+        loss_fn = partial(ppo_loss, normalize_advantage=self.normalize_advantage, clip_value=clip_value)
+        return loss_fn, (bool(self.normalize_advantage), clip_value)
 
     def train(self) -> None:
         """Update the policy with ``n_epochs`` passes of minibatch gradient steps over the rollout."""
         self.policy.set_training_mode(True)
         assert self.policy.optimizer is not None
         self._update_learning_rate(self.policy.optimizer)
-        clip_range = self.clip_range_schedule(self._current_progress_remaining)
-        hyper = {
-            "clip_range": mx.array(clip_range, dtype=mx.float32),
-            "ent_coef": mx.array(self.ent_coef, dtype=mx.float32),
-            "vf_coef": mx.array(self.vf_coef, dtype=mx.float32),
-        }
+        clip_range = FloatSchedule(self.clip_range)(self._current_progress_remaining)
+        hyper = self._update_hyperparameters()
+        hyper["clip_range"] = mx.array(clip_range, dtype=mx.float32)
         clip_range_vf = None
-        if self.clip_range_vf_schedule is not None:
-            clip_range_vf = self.clip_range_vf_schedule(self._current_progress_remaining)
+        if self.clip_range_vf is not None:
+            clip_range_vf = FloatSchedule(self.clip_range_vf)(self._current_progress_remaining)
             hyper["clip_range_vf"] = mx.array(clip_range_vf, dtype=mx.float32)
-        if self.target_kl is not None:
-            hyper["target_kl"] = mx.array(self.target_kl, dtype=mx.float32)
 
-        result = self._run_update_epochs(self._update_step, self.n_epochs, self.batch_size, hyper)
+        result = self._run_update_epochs(self._get_update_step(), self.n_epochs, self.batch_size, hyper)
         self._n_updates += result["epochs"]
         terms = result["terms"]
         names = {name: i for i, name in enumerate(PPO_LOSS_TERMS)}
