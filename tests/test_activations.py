@@ -3,6 +3,7 @@
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
+import pytest
 from gymnasium import spaces
 
 from mlx_baselines3.common.activations import Tanh, fast_tanh
@@ -39,3 +40,18 @@ def test_policies_built_with_nn_tanh_use_it_and_keep_parameter_names():
     assert isinstance(policy.mlp_extractor.policy_net.layers[1], nn.Tanh)
     assert "mlp_extractor.policy_net.layers.2.weight" in policy.state_dict()
     assert policy.activation_fn is nn.Tanh  # what the user asked for is what is saved
+
+
+def test_clip_by_global_norm_matches_pytorch_rule():
+    from mlx_baselines3.common.compile import clip_by_global_norm
+
+    rng = np.random.default_rng(0)
+    grads = {"a": rng.normal(size=(3, 4)).astype(np.float32), "b": [rng.normal(size=5).astype(np.float32)]}
+    norm = np.sqrt(sum((g**2).sum() for g in [grads["a"], grads["b"][0]]))
+    tree = {"a": mx.array(grads["a"]), "b": [mx.array(grads["b"][0])]}
+    clipped, got_norm = clip_by_global_norm(tree, mx.array(0.5))
+    assert float(got_norm) == pytest.approx(norm, rel=1e-5)
+    scale = min(0.5 / (norm + 1e-6), 1.0)
+    np.testing.assert_allclose(np.array(clipped["a"]), grads["a"] * scale, rtol=1e-5)
+    unclipped, _ = clip_by_global_norm(tree, mx.array(1e6))
+    np.testing.assert_allclose(np.array(unclipped["b"][0]), grads["b"][0], rtol=1e-6)
