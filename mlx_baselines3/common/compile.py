@@ -85,11 +85,13 @@ def clip_by_global_norm(grads: Any, max_norm: mx.array | float | None) -> tuple[
 
     :return: the (clipped) gradients and the norm before clipping
     """
-    squares = [
-        mx.sum(mx.square(g.astype(mx.float32) if g.dtype == mx.float16 else g))
-        for g in tree_flatten_arrays(grads)
-    ]
-    norm = mx.sqrt(sum(squares[1:], squares[0])) if squares else mx.array(0.0)
+    arrays = tree_flatten_arrays(grads)
+    if not arrays:
+        return grads, mx.array(0.0)
+    # One concatenation and one reduction instead of a reduction per parameter: on MLX's CPU
+    # backend the number of kernels, not their size, sets the cost (~10% of a PPO step).
+    flat = mx.concatenate([g.reshape(-1).astype(mx.float32) for g in arrays])
+    norm = mx.sqrt(mx.sum(flat * flat))
     if max_norm is None:
         return grads, norm
     scale = mx.minimum(max_norm / (norm + 1e-6), 1.0)
