@@ -17,7 +17,7 @@ SMALL = dict(net_arch=[16])
 
 
 def _flat(tree) -> dict[str, np.ndarray]:
-    return {k: np.array(v) for k, v in tree_flatten(tree)}
+    return {str(k): np.array(v) for k, v in dict(tree_flatten(tree)).items()}
 
 
 def _make(compile: bool = True, seed: int = 0, **kwargs) -> DQN:
@@ -26,6 +26,7 @@ def _make(compile: bool = True, seed: int = 0, **kwargs) -> DQN:
     model._compile = compile
     model._setup_model()
     model.set_logger(configure(None, [""]))
+    assert model.replay_buffer is not None
     rng = np.random.default_rng(2)
     for _ in range(64):
         obs = rng.normal(size=(1, 4)).astype(np.float32)
@@ -198,3 +199,98 @@ def test_training_mode_of_targets_stays_off():
     model.policy.q_net_target.train(True)  # changed behind the policy's back: still corrected
     model.policy.set_training_mode(False)
     assert not model.policy.q_net_target.training
+
+
+def _reference_dqn_train(
+    params: dict[str, np.ndarray],
+    batches: list[tuple[np.ndarray, ...]],
+    sync_after: int,
+    lr: float,
+    gamma: float,
+    max_grad_norm: float,
+) -> dict[str, np.ndarray]:
+    """SB3's DQN update written out in float64 NumPy for a one-hidden-layer ReLU Q-network.
+
+    Huber loss (threshold 1, mean), global-norm clipping as ``torch.nn.utils.clip_grad_norm_``,
+    PyTorch's Adam (bias correction in float64, eps 1e-8), and the target network copied from the
+    online one after ``sync_after`` gradient steps.
+    """
+    online = {k: v.astype(np.float64) for k, v in params.items()}
+    target = {k: v.copy() for k, v in online.items()}
+    m = {k: np.zeros_like(v) for k, v in online.items()}
+    v2 = {k: np.zeros_like(v) for k, v in online.items()}
+
+    def forward(p: dict[str, np.ndarray], x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        hidden = np.maximum(x @ p["w1"].T + p["b1"], 0.0)
+        return hidden, hidden @ p["w2"].T + p["b2"]
+
+    for step, (obs, actions, next_obs, dones, rewards) in enumerate(batches, start=1):
+        if step == sync_after + 1:
+            target = {k: v.copy() for k, v in online.items()}
+        _, next_q = forward(target, next_obs.astype(np.float64))
+        y = rewards + (1.0 - dones) * gamma * next_q.max(axis=1, keepdims=True)
+        hidden, q = forward(online, obs.astype(np.float64))
+        rows = np.arange(len(obs))
+        diff = q[rows, actions[:, 0]] - y[:, 0]
+        dq = np.zeros_like(q)
+        dq[rows, actions[:, 0]] = np.clip(diff, -1.0, 1.0) / len(obs)
+        dhidden = (dq @ online["w2"]) * (hidden > 0)
+        grads = {"w2": dq.T @ hidden, "b2": dq.sum(0), "w1": dhidden.T @ obs, "b1": dhidden.sum(0)}
+        norm = np.sqrt(sum(np.sum(g**2) for g in grads.values()))
+        coef = min(1.0, max_grad_norm / (norm + 1e-6))
+        for key, grad in grads.items():
+            grad = grad * coef
+            m[key] = 0.9 * m[key] + 0.1 * grad
+            v2[key] = 0.999 * v2[key] + 0.001 * grad**2
+            m_hat, v_hat = m[key] / (1 - 0.9**step), v2[key] / (1 - 0.999**step)
+            online[key] = online[key] - lr * m_hat / (np.sqrt(v_hat) + 1e-8)
+    return online
+
+
+def test_two_train_calls_with_a_target_sync_match_sb3_update_rule():
+    """Several gradient steps, a target-network copy by ``_on_step`` and more steps: the parameters
+    follow SB3's rule (float64 NumPy reference) step for step, so learning curves can be compared."""
+    lr, gamma, steps, batch_size = 1e-2, 0.9, 4, 16
+    model = _make(learning_rate=lr, gamma=gamma, max_grad_norm=0.3, target_update_interval=1)
+    rng = np.random.default_rng(5)
+    n = 2 * steps * batch_size
+    stream = dict(
+        observations=rng.normal(size=(n, 4)).astype(np.float32),
+        actions=rng.integers(0, 2, size=(n, 1)),
+        next_observations=rng.normal(size=(n, 4)).astype(np.float32),
+        dones=(rng.random((n, 1)) < 0.2).astype(np.float32),
+        rewards=(rng.normal(size=(n, 1)) * 2).astype(np.float32),  # both Huber branches
+    )
+    served = [0]
+    sample_type = type(model.replay_buffer.sample_numpy(1))
+
+    def next_rows(count: int, env=None):  # the stream in order, however many rows a call asks for
+        start, served[0] = served[0], served[0] + count
+        return sample_type(**{k: v[start : start + count] for k, v in stream.items()})
+
+    model.replay_buffer.sample_numpy = next_rows  # type: ignore[method-assign]
+    layers = _flat(model.q_net.parameters())
+    params = {
+        "w1": layers["q_net.layers.0.weight"],
+        "b1": layers["q_net.layers.0.bias"],
+        "w2": layers["q_net.layers.2.weight"],
+        "b2": layers["q_net.layers.2.bias"],
+    }
+    model.train(gradient_steps=steps, batch_size=batch_size)
+    model._on_step()  # target_update_interval=1: copies the online network
+    model.train(gradient_steps=steps, batch_size=batch_size)
+    assert served[0] == n
+    batches = [
+        tuple(
+            stream[k][i * batch_size : (i + 1) * batch_size]
+            for k in ("observations", "actions", "next_observations", "dones", "rewards")
+        )
+        for i in range(2 * steps)
+    ]
+    expected = _reference_dqn_train(params, batches, steps, lr, gamma, max_grad_norm=0.3)
+    got = _flat(model.q_net.parameters())
+    for key, name in (("w1", "0.weight"), ("b1", "0.bias"), ("w2", "2.weight"), ("b2", "2.bias")):
+        moved = np.abs(expected[key] - params[key]).max()
+        assert moved > 3 * lr  # the parameters did move
+        np.testing.assert_allclose(got[f"q_net.layers.{name}"], expected[key], rtol=0, atol=2e-5, err_msg=key)
+    assert model._n_updates == 2 * steps
