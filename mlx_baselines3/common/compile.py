@@ -44,6 +44,16 @@ def assign_where_in_place(condition: mx.array, new: Any, old: Any) -> Any:
     return new
 
 
+def chunk_size(n_steps: int, limit: int) -> int:
+    """Steps per compiled call: all of them when ``n_steps <= limit``, else a divisor of ``n_steps``
+    (so every call has one shape and compiles once) when one above ``limit / 2`` exists, else ``limit``."""
+    limit = max(1, limit)
+    if n_steps <= limit:
+        return max(1, n_steps)
+    divisor = max(d for d in range(1, limit + 1) if n_steps % d == 0)
+    return divisor if divisor * 2 > limit else limit
+
+
 def assign_in_place(target: Any, source: Any) -> None:
     """Make the containers of ``target`` hold the arrays of ``source`` (same structure), in place."""
     if isinstance(target, dict):

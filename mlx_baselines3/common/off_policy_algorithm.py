@@ -20,10 +20,11 @@ from typing import Any, TypeVar
 import mlx.core as mx
 import numpy as np
 from gymnasium import spaces
+from mlx.utils import tree_map
 
 from mlx_baselines3.common.base_class import BaseAlgorithm
 from mlx_baselines3.common.callbacks import BaseCallback
-from mlx_baselines3.common.compile import all_finite, guarded_update
+from mlx_baselines3.common.compile import all_finite, assign_in_place, chunk_size, tree_snapshot
 from mlx_baselines3.common.noise import ActionNoise, VectorizedActionNoise
 from mlx_baselines3.common.on_policy_algorithm import NonFiniteLossError
 from mlx_baselines3.common.policies import BasePolicy
@@ -70,17 +71,16 @@ def compile_step(fn: Callable[..., Any], state: list[Any], compile: bool = True)
 def guarded_step_update(
     module: Any, optimizer: Any, grads: Any, flags: dict[str, mx.array], *values: mx.array
 ) -> mx.array:
-    """``optimizer.update(module, grads)`` unless a value is non-finite or the call already stopped.
+    """``optimizer.update(module, grads)``, reporting whether ``values`` (the losses) are finite.
 
-    Sets ``flags["stop"]`` when a value is not finite, so that every later update of the same
-    ``train()`` call is skipped too (parameters and optimizer state keep their last finite values).
+    A non-finite value is not masked step by step (that costs an elementwise select on every
+    parameter and moment of every step); instead ``train()`` rolls the whole call back from a
+    snapshot when any step reported a non-finite value (see ``_raise_if_not_finite``).
 
     :return: whether the values were finite (a scalar bool array)
     """
-    finite = all_finite(*values)
-    flags["stop"] = mx.logical_or(flags["stop"], mx.logical_not(finite))
-    guarded_update(module, optimizer, grads, mx.logical_not(flags["stop"]))
-    return finite
+    optimizer.update(module, grads)
+    return all_finite(*values)
 
 
 def batch_to_mx(samples: Any, gamma: float) -> tuple[Any, ...]:
@@ -559,6 +559,109 @@ class OffPolicyAlgorithm(BaseAlgorithm):
         return RolloutReturn(num_collected_steps * env.num_envs, num_collected_episodes, continue_training)
 
     # ------------------------------------------------------------------ helpers for train()
+
+    def _train_state(self) -> list[Any]:
+        """Everything the compiled gradient steps read and write (modules, optimizers, RNG): override."""
+        raise NotImplementedError
+
+    # Most gradient steps run per compiled call (bigger: fewer calls, longer first compile).
+    update_chunk_size: int = 8
+
+    def _sample_batches(self, gradient_steps: int, batch_size: int) -> tuple[Any, ...]:
+        """``gradient_steps`` minibatches drawn at once and moved to MLX in one transfer.
+
+        Every leaf has a leading ``[gradient_steps, batch_size]``. The buffer does not change
+        during ``train()``, so this is the same distribution as sampling before each step.
+        """
+        assert self.replay_buffer is not None
+        samples = self.replay_buffer.sample_numpy(gradient_steps * batch_size, env=self._vec_normalize_env)
+
+        def split(value: Any) -> Any:
+            if value is None:
+                return None
+            if isinstance(value, dict):
+                return {key: split(item) for key, item in value.items()}
+            return np.asarray(value).reshape(gradient_steps, batch_size, *np.shape(value)[1:])
+
+        return batch_to_mx(type(samples)(*(split(item) for item in samples)), self.gamma)
+
+    def _run_gradient_steps(
+        self,
+        gradient_steps: int,
+        batch_size: int,
+        step_fn: Callable[[tuple[Any, ...], dict[str, mx.array], Any], tuple[mx.array, ...]],
+        per_step: dict[str, np.ndarray] | None = None,
+        variant_of: Callable[[int], Any] = lambda index: None,
+    ) -> np.ndarray:
+        """Run ``gradient_steps`` compiled gradient steps, several per call, and read their outputs once.
+
+        :param step_fn: one gradient step ``(batch, step_values, variant) -> outputs`` (scalars),
+            traced inside ``mx.compile`` with ``self._train_state()`` declared
+        :param per_step: values that differ between steps (e.g. ``tau``), one row per step
+        :param variant_of: a static (compile-time) variant of step ``i`` (e.g. TD3's delayed actor
+            update); a chunk compiles once per sequence of variants
+        :return: ``[gradient_steps, n_outputs]`` float array
+        """
+        if gradient_steps <= 0:
+            return np.zeros((0, 0), dtype=np.float32)
+        batches = self._sample_batches(gradient_steps, batch_size)
+        values = {key: mx.array(np.asarray(value, dtype=np.float32)) for key, value in (per_step or {}).items()}
+        state = self._train_state()
+        # MLX arrays are immutable: references to the current ones are a free snapshot to roll back to
+        self._train_snapshot = [tree_snapshot(item) for item in state]
+        # One compiled function per sequence of variants, for as long as the state objects (modules,
+        # optimizers) are the same; step_fn may be a fresh closure each call: it must only reach the
+        # model through ``self``.
+        state_key = tuple(id(item) for item in state)
+        if getattr(self, "_chunk_fns_key", None) != state_key:
+            self._chunk_fns: dict[Any, Callable[..., mx.array]] = {}
+            self._chunk_fns_key = state_key
+        chunk = chunk_size(gradient_steps, self.update_chunk_size)
+        outputs = []
+        for start in range(0, gradient_steps, chunk):
+            stop = min(start + chunk, gradient_steps)
+            variants = tuple(variant_of(index) for index in range(start, stop))
+            compiled = self._chunk_fns.get(variants)
+            if compiled is None:
+
+                def run_chunk(
+                    batch_chunk: tuple[Any, ...], value_chunk: dict[str, mx.array], variants: tuple = variants
+                ) -> mx.array:
+                    rows = []
+                    for j, variant in enumerate(variants):
+                        batch = tree_map(lambda array, j=j: array[j], batch_chunk)
+                        step_values = {key: value[j] for key, value in value_chunk.items()}
+                        results = step_fn(batch, step_values, variant)
+                        rows.append(mx.stack([mx.array(r).astype(mx.float32).reshape(()) for r in results]))
+                    return mx.stack(rows)
+
+                compiled = compile_step(run_chunk, state, compile=self._compile)
+                self._chunk_fns[variants] = compiled
+            result = compiled(
+                tree_map(lambda array, start=start, stop=stop: array[start:stop], batches),
+                {key: value[start:stop] for key, value in values.items()},
+            )
+            mx.async_eval(result)
+            outputs.append(result)
+        return np.array(mx.concatenate(outputs, axis=0))
+
+    def _raise_if_not_finite(self, names: Sequence[str], finite: np.ndarray) -> None:
+        """Raise ``NonFiniteLossError`` naming the terms that went non-finite (``finite``: ``[steps, terms]``)."""
+        finite = np.asarray(finite).astype(bool)
+        if finite.size == 0 or finite.all():
+            return
+        for item, saved in zip(self._train_state(), self._train_snapshot):
+            assign_in_place(item, saved)
+        first_bad = int(np.flatnonzero(~finite.all(axis=1))[0])
+        bad_terms = [name for name, ok in zip(names, finite[first_bad]) if not ok]
+        # Terms are listed in the order they are computed: the first is where it started
+        also = f" (then also {', '.join(bad_terms[1:])})" if len(bad_terms) > 1 else ""
+        raise NonFiniteLossError(
+            f"Non-finite value in {bad_terms[0]} at gradient step {first_bad} of this train() call{also} "
+            f"(total timesteps {self.num_timesteps}). This update was undone: every network, optimizer and "
+            "target network is as it was before it. Lower the learning rate, or check rewards/observations "
+            "for NaN or huge values (VecCheckNan, VecNormalize)."
+        )
 
     def _sample_batch(self, batch_size: int) -> tuple[Any, ...]:
         """One minibatch from the replay buffer, as MLX arrays (see :func:`batch_to_mx`)."""

@@ -18,6 +18,7 @@ from mlx_baselines3.common.callbacks import BaseCallback
 from mlx_baselines3.common.compile import (
     all_finite,
     assign_in_place,
+    chunk_size,
     clip_by_global_norm,
     guarded_update,
     tree_snapshot,
@@ -279,12 +280,7 @@ class OnPolicyAlgorithm(BaseAlgorithm):
     update_chunk_size: int = 8
 
     def _chunk_size(self, n_steps: int) -> int:
-        """Steps per call: a divisor of ``n_steps`` (one compiled shape) when one is big enough."""
-        limit = max(1, self.update_chunk_size)
-        if n_steps <= limit:
-            return n_steps
-        divisor = max(d for d in range(1, limit + 1) if n_steps % d == 0)
-        return divisor if divisor * 2 > limit else limit
+        return chunk_size(n_steps, self.update_chunk_size)
 
     def _minibatch_plan(
         self, total: int, batch_size: int, n_epochs: int

@@ -13,10 +13,10 @@ from typing import Any, ClassVar, TypeVar
 
 import mlx.core as mx
 import mlx.nn as nn
-import mlx.optimizers as optim
 import numpy as np
 from gymnasium import spaces
 
+from mlx_baselines3.common.compile import clip_by_global_norm
 from mlx_baselines3.common.critics import module_optimizer
 from mlx_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm, compile_step, guarded_step_update
 from mlx_baselines3.common.policies import BasePolicy
@@ -211,7 +211,7 @@ class DQN(OffPolicyAlgorithm):
         """One DQN update; returns the loss and whether the loss and the gradient norm were finite."""
         q_net, optimizer = self.policy.q_net, module_optimizer(self.policy)
         loss, grads = nn.value_and_grad(q_net, dqn_loss)(q_net, self.policy.q_net_target, batch)
-        grads, grad_norm = optim.clip_grad_norm(grads, self.max_grad_norm)
+        grads, grad_norm = clip_by_global_norm(grads, self.max_grad_norm)
         guarded_step_update(q_net, optimizer, grads, self._train_flags, loss, grad_norm)
         return loss, mx.isfinite(loss), mx.isfinite(grad_norm)
 
@@ -222,18 +222,14 @@ class DQN(OffPolicyAlgorithm):
         """Run ``gradient_steps`` DQN updates (the mean loss is read from the device once)."""
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
-        state = self._train_state()
         self._start_train()
-        losses, finite = [], []
-        for _ in range(gradient_steps):
-            loss, loss_ok, grad_ok = self._train_step(self._sample_batch(batch_size))
-            losses.append((loss,))
-            finite.append((loss_ok, grad_ok))
-            mx.eval(state)
+        outputs = self._run_gradient_steps(
+            gradient_steps, batch_size, lambda batch, values, variant: self._gradient_step(batch)
+        )
         self._n_updates += gradient_steps
-        self._check_finite(["loss", "grad_norm"], finite)
+        self._raise_if_not_finite(["loss", "grad_norm"], outputs[:, 1:3])
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        self.logger.record("train/loss", self._record_metrics(["loss"], losses).get("loss", float("nan")))
+        self.logger.record("train/loss", float(outputs[:, 0].mean()) if len(outputs) else float("nan"))
 
     # ------------------------------------------------------------------ acting
 

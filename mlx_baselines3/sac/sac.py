@@ -313,22 +313,23 @@ class SAC(OffPolicyAlgorithm):
         if self.ent_coef_optimizer is not None:
             optimizers.append(self.ent_coef_optimizer)
         self._update_learning_rate(optimizers)
-        target_entropy = mx.array(float(self.target_entropy), dtype=mx.float32)
-        tau_on = mx.array(self.tau, dtype=mx.float32)
-        tau_off = mx.array(0.0, dtype=mx.float32)
-        state = self._train_state()
+        steps = np.arange(gradient_steps)
+        per_step = {
+            # SB3 updates the target critic when gradient_step % target_update_interval == 0
+            "tau": np.where(steps % self.target_update_interval == 0, self.tau, 0.0),
+            "target_entropy": np.full(gradient_steps, float(self.target_entropy)),
+        }
+
+        def step(batch: tuple[Any, ...], values: dict[str, mx.array], variant: Any) -> tuple[mx.array, ...]:
+            metrics, finite = self._gradient_step(batch, values["tau"], values["target_entropy"])
+            return (*metrics, *finite)
+
         self._start_train()
-        history, finite = [], []
-        for gradient_step in range(gradient_steps):
-            batch = self._sample_batch(batch_size)
-            tau = tau_on if gradient_step % self.target_update_interval == 0 else tau_off
-            metrics_step, finite_step = self._train_step(batch, tau, target_entropy)
-            history.append(metrics_step)
-            finite.append(finite_step)
-            mx.eval(state)
+        outputs = self._run_gradient_steps(gradient_steps, batch_size, step, per_step)
         self._n_updates += gradient_steps
-        self._check_finite(["critic_loss", "actor_loss", "ent_coef_loss"], finite)
-        metrics = self._record_metrics(["ent_coef", "ent_coef_loss", "critic_loss", "actor_loss"], history)
+        self._raise_if_not_finite(["critic_loss", "actor_loss", "ent_coef_loss"], outputs[:, 4:7])
+        names = ["ent_coef", "ent_coef_loss", "critic_loss", "actor_loss"]
+        metrics = {name: float(outputs[:, i].mean()) for i, name in enumerate(names)} if len(outputs) else {}
         self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
         self.logger.record("train/ent_coef", metrics.get("ent_coef", float("nan")))
         self.logger.record("train/actor_loss", metrics.get("actor_loss", float("nan")))

@@ -11,6 +11,7 @@ from typing import Any, ClassVar, TypeVar
 
 import mlx.core as mx
 import mlx.nn as nn
+import numpy as np
 from gymnasium import spaces
 
 from mlx_baselines3.common.critics import ContinuousCritic, module_optimizer
@@ -221,34 +222,35 @@ class TD3(OffPolicyAlgorithm):
         """Run ``gradient_steps`` TD3 updates (metrics are read from the device once, at the end)."""
         self.policy.set_training_mode(True)
         self._update_learning_rate([module_optimizer(self.actor), module_optimizer(self.critic)])
-        hyper = (
-            mx.array(self.target_policy_noise, dtype=mx.float32),
-            mx.array(self.target_noise_clip, dtype=mx.float32),
-        )
-        tau = mx.array(self.tau, dtype=mx.float32)
-        state = self._train_state()
+        per_step = {
+            "noise": np.full(gradient_steps, self.target_policy_noise),
+            "clip": np.full(gradient_steps, self.target_noise_clip),
+            "tau": np.full(gradient_steps, self.tau),
+        }
+        first_update = self._n_updates
+
+        def step(batch: tuple[Any, ...], values: dict[str, mx.array], full: bool) -> tuple[mx.array, ...]:
+            hyper = (values["noise"], values["clip"])
+            if full:  # SB3: the actor and the targets are updated every policy_delay-th update
+                return self._full_step(batch, hyper, values["tau"])
+            critic_loss, critic_ok = self._critic_step(batch, hyper)
+            return critic_loss, mx.array(float("nan")), critic_ok, mx.array(True)
+
         self._start_train()
-        critic_losses, actor_losses, finite = [], [], []
-        true = mx.array(True)
-        for _ in range(gradient_steps):
-            self._n_updates += 1
-            batch = self._sample_batch(batch_size)
-            if self._n_updates % self.policy_delay == 0:
-                critic_loss, actor_loss, critic_ok, actor_ok = self._train_full(batch, hyper, tau)
-                actor_losses.append((actor_loss,))
-            else:
-                critic_loss, critic_ok = self._train_critic(batch, hyper)
-                actor_ok = true
-            critic_losses.append((critic_loss,))
-            finite.append((critic_ok, actor_ok))
-            mx.eval(state)
-        self._check_finite(["critic_loss", "actor_loss"], finite)
-        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
-        if actor_losses:
-            self.logger.record("train/actor_loss", self._record_metrics(["a"], actor_losses)["a"])
-        self.logger.record(
-            "train/critic_loss", self._record_metrics(["c"], critic_losses).get("c", float("nan"))
+        outputs = self._run_gradient_steps(
+            gradient_steps,
+            batch_size,
+            step,
+            per_step,
+            variant_of=lambda index: (first_update + index + 1) % self.policy_delay == 0,
         )
+        self._n_updates += gradient_steps
+        self._raise_if_not_finite(["critic_loss", "actor_loss"], outputs[:, 2:4])
+        self.logger.record("train/n_updates", self._n_updates, exclude="tensorboard")
+        actor_losses = outputs[~np.isnan(outputs[:, 1]), 1] if len(outputs) else np.zeros(0)
+        if len(actor_losses):
+            self.logger.record("train/actor_loss", float(actor_losses.mean()))
+        self.logger.record("train/critic_loss", float(outputs[:, 0].mean()) if len(outputs) else float("nan"))
 
     def learn(
         self: SelfTD3,

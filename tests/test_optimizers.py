@@ -1,0 +1,62 @@
+"""The CPU-tuned Adam/AdamW give the same updates as MLX's (and PyTorch's) rule."""
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+import numpy as np
+import pytest
+from mlx.utils import tree_flatten
+
+from mlx_baselines3.common.optimizers import Adam, AdamW
+from mlx_baselines3.common.policies import make_optimizer
+
+
+def numpy_adam(param, grads, lr, b1, b2, eps, weight_decay=0.0):
+    m = np.zeros_like(param)
+    v = np.zeros_like(param)
+    for step, grad in enumerate(grads, start=1):
+        param = param * (1 - lr * weight_decay)
+        m = b1 * m + (1 - b1) * grad
+        v = b2 * v + (1 - b2) * grad**2
+        param = param - lr / (1 - b1**step) * m / (np.sqrt(v) / np.sqrt(1 - b2**step) + eps)
+    return param
+
+
+@pytest.mark.parametrize("cls,weight_decay", [(Adam, 0.0), (AdamW, 0.01)])
+@pytest.mark.parametrize("compiled", [False, True])
+def test_matches_numpy_reference_and_mlx(cls, weight_decay, compiled):
+    rng = np.random.default_rng(0)
+    start = rng.normal(size=(5, 3)).astype(np.float32)
+    grads = [rng.normal(size=(5, 3)).astype(np.float32) for _ in range(4)]
+    kwargs = dict(learning_rate=0.01, betas=[0.9, 0.99], eps=1e-5, bias_correction=True)
+    if cls is AdamW:
+        kwargs["weight_decay"] = weight_decay
+    ours = cls(**kwargs)
+    theirs = (optim.AdamW if cls is AdamW else optim.Adam)(**kwargs)
+    results = []
+    for opt in (ours, theirs):
+        layer = nn.Linear(3, 5, bias=False)
+        layer.weight = mx.array(start)
+        state = [layer.state, opt.state]
+
+        def step(grad, layer=layer, opt=opt):
+            opt.update(layer, {"weight": grad})
+
+        fn = mx.compile(step, inputs=state, outputs=state) if compiled else step
+        for grad in grads:
+            fn(mx.array(grad))
+            mx.eval(state)
+        results.append(np.array(layer.weight))
+    reference = numpy_adam(start.astype(np.float64), grads, 0.01, 0.9, 0.99, 1e-5, weight_decay)
+    np.testing.assert_allclose(results[0], reference, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(results[0], results[1], rtol=1e-5, atol=1e-7)
+
+
+def test_make_optimizer_uses_the_fast_equivalent_with_pytorch_defaults():
+    opt = make_optimizer(optim.Adam, 3e-4, {"eps": 1e-5})
+    assert isinstance(opt, Adam) and isinstance(opt, optim.Adam)
+    assert opt.bias_correction and opt.eps == 1e-5
+    layer = nn.Linear(2, 2)
+    opt.init(layer.trainable_parameters())
+    assert sorted(k for k, _ in tree_flatten(opt.state)) == sorted(
+        ["step", "learning_rate", "weight.m", "weight.v", "bias.m", "bias.v"])
