@@ -18,6 +18,18 @@ import mlx.core as mx
 import mlx.optimizers as optim
 
 
+# Moments below this are set to 0. A parameter whose gradient is 0 for a while (a dead ReLU unit)
+# has its first moment decay by beta1 = 0.9 per step into float32's subnormal range within ~800
+# steps, and arithmetic on subnormals is ~100x slower on x86 CPUs: a DQN step slowed from 1.2 ms
+# to 3.8 ms. Such a moment moves the parameter by less than 1e-30 / eps: nothing.
+TINY = 1e-30
+
+
+def flush_tiny(value: mx.array) -> mx.array:
+    """``value`` with entries smaller than ``TINY`` in magnitude set to 0 (keeps them out of the subnormals)."""
+    return mx.where(mx.abs(value) < TINY, mx.zeros_like(value), value)
+
+
 def _unfused(value: mx.array) -> mx.array:
     """``value`` itself, computed once: a reduction is never fused into elementwise kernels."""
     return mx.sum(value.reshape(1))
@@ -45,8 +57,8 @@ class _SharedBiasCorrection:
 
     def _adam_update(self, gradient: mx.array, parameter: mx.array, state: dict) -> mx.array:
         b1, b2 = self.betas  # type: ignore[attr-defined]
-        m = b1 * state["m"] + (1 - b1) * gradient
-        v = b2 * state["v"] + (1 - b2) * mx.square(gradient)
+        m = flush_tiny(b1 * state["m"] + (1 - b1) * gradient)
+        v = flush_tiny(b2 * state["v"] + (1 - b2) * mx.square(gradient))
         state["m"] = m
         state["v"] = v
         if self._factors is not None:
@@ -72,4 +84,14 @@ class AdamW(_SharedBiasCorrection, optim.AdamW):
         return self._adam_update(gradient, parameter, state)
 
 
-FAST_EQUIVALENTS: dict[type, type] = {optim.Adam: Adam, optim.AdamW: AdamW}
+class RMSprop(optim.RMSprop):
+    """``mlx.optimizers.RMSprop`` (PyTorch's rule) with subnormal squared averages flushed to 0."""
+
+    def apply_single(self, gradient: mx.array, parameter: mx.array, state: dict) -> mx.array:
+        lr = self.learning_rate.astype(gradient.dtype)
+        v = flush_tiny(self.alpha * state["v"] + (1 - self.alpha) * mx.square(gradient))
+        state["v"] = v
+        return parameter - lr * gradient / (mx.sqrt(v) + self.eps)
+
+
+FAST_EQUIVALENTS: dict[type, type] = {optim.Adam: Adam, optim.AdamW: AdamW, optim.RMSprop: RMSprop}
