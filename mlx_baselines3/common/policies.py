@@ -697,3 +697,12 @@ __all__ = [
     "make_optimizer",
 ]
 
+
+
+def __getattr__(name: str) -> Any:
+    """SB3's import path ``common.policies.ContinuousCritic`` (defined in ``common/critics.py``)."""
+    if name == "ContinuousCritic":
+        from mlx_baselines3.common.critics import ContinuousCritic
+
+        return ContinuousCritic
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
