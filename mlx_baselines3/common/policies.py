@@ -63,8 +63,10 @@ def make_optimizer(
         kwargs.setdefault("bias_correction", True)
     # PyTorch spelling -> MLX spelling
     # PyTorch's Adam and RMSprop take weight_decay (SB3 passes 0); MLX's do not
-    if "weight_decay" in kwargs and not issubclass(optimizer_class, optim.AdamW) and issubclass(
-        optimizer_class, (optim.Adam, optim.RMSprop)
+    if (
+        "weight_decay" in kwargs
+        and not issubclass(optimizer_class, optim.AdamW)
+        and issubclass(optimizer_class, (optim.Adam, optim.RMSprop))
     ):
         if kwargs["weight_decay"]:
             raise ValueError(
@@ -132,7 +134,9 @@ class BaseModel(nn.Module):
         net_kwargs = net_kwargs.copy()
         if features_extractor is None:
             features_extractor = self.make_features_extractor()
-        net_kwargs.update(dict(features_extractor=features_extractor, features_dim=features_extractor.features_dim))
+        net_kwargs.update(
+            dict(features_extractor=features_extractor, features_dim=features_extractor.features_dim)
+        )
         return net_kwargs
 
     def make_features_extractor(self) -> BaseFeaturesExtractor:
@@ -193,7 +197,9 @@ class BaseModel(nn.Module):
         """NumPy observation(s) -> batched MLX array(s), and whether the input was a batch."""
         if isinstance(observation, dict):
             if not isinstance(self.observation_space, spaces.Dict):
-                raise ValueError(f"Got a dict observation but the observation space is {self.observation_space}")
+                raise ValueError(
+                    f"Got a dict observation but the observation space is {self.observation_space}"
+                )
             missing = set(self.observation_space.spaces) - set(observation)
             if missing:
                 raise ValueError(f"Observation dict is missing keys {sorted(missing)}")
@@ -205,7 +211,9 @@ class BaseModel(nn.Module):
                 result[key] = obs_as_mx(obs.reshape((-1, *(sub_space.shape or ()))))  # type: ignore[assignment]
             return result, vectorized_env
         if isinstance(self.observation_space, spaces.Dict):
-            raise ValueError(f"The observation space is a Dict {self.observation_space}: pass a dict observation")
+            raise ValueError(
+                f"The observation space is a Dict {self.observation_space}: pass a dict observation"
+            )
         obs = maybe_transpose(np.asarray(observation), self.observation_space)
         vectorized_env = self.is_vectorized_observation(obs)
         return obs_as_mx(obs.reshape((-1, *self.observation_space.shape))), vectorized_env
@@ -275,7 +283,9 @@ def is_vectorized_observation(observation: Any, observation_space: spaces.Space)
             f"Error: Unexpected observation shape {shape} for MultiBinary environment, please use "
             f"{observation_space.shape} or (n_env, {observation_space.n}) for the observation shape."
         )
-    raise ValueError(f"Error: Cannot determine if the observation is vectorized with the space {observation_space}.")
+    raise ValueError(
+        f"Error: Cannot determine if the observation is vectorized with the space {observation_space}."
+    )
 
 
 class BasePolicy(BaseModel):
@@ -480,7 +490,9 @@ class ActorCriticPolicy(BasePolicy):
 
     def _build_mlp_extractor(self) -> None:
         """Create the policy and value MLPs (override to use a custom network)."""
-        self.mlp_extractor = MlpExtractor(self.features_dim, net_arch=self.net_arch, activation_fn=self.activation_fn)
+        self.mlp_extractor = MlpExtractor(
+            self.features_dim, net_arch=self.net_arch, activation_fn=self.activation_fn
+        )
 
     def _build(self, lr_schedule: Schedule) -> None:
         self._build_mlp_extractor()
@@ -625,20 +637,46 @@ class ActorCriticPolicy(BasePolicy):
         return self._values_from_head(self.value_net(self.mlp_extractor.forward_critic(features)))
 
 
-class ActorCriticCnnPolicy(ActorCriticPolicy):
-    """``ActorCriticPolicy`` with a NatureCNN features extractor (SB3's ``CnnPolicy``)."""
-
-    def __init__(self, *args: Any, features_extractor_class: type[BaseFeaturesExtractor] = NatureCNN, **kwargs: Any):
-        super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)  # type: ignore[misc]
+PolicyT = TypeVar("PolicyT", bound=BaseModel)
 
 
-class MultiInputActorCriticPolicy(ActorCriticPolicy):
-    """``ActorCriticPolicy`` for Dict observations (SB3's ``MultiInputPolicy``)."""
+def with_features_extractor(
+    base: type[PolicyT], extractor: type[BaseFeaturesExtractor], name: str, doc: str
+) -> type[PolicyT]:
+    """A subclass of ``base`` whose default ``features_extractor_class`` is ``extractor``.
+
+    How every algorithm defines its ``CnnPolicy`` (NatureCNN) and ``MultiInputPolicy``
+    (CombinedExtractor). The class is named ``name`` and lives in ``base``'s module, so saved models
+    find it by import path.
+    """
 
     def __init__(
-        self, *args: Any, features_extractor_class: type[BaseFeaturesExtractor] = CombinedExtractor, **kwargs: Any
+        self: Any,
+        *args: Any,
+        features_extractor_class: type[BaseFeaturesExtractor] = extractor,
+        **kwargs: Any,
     ):
-        super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)  # type: ignore[misc]
+        base.__init__(self, *args, features_extractor_class=features_extractor_class, **kwargs)  # type: ignore[misc]
+
+    return type(
+        name,
+        (base,),
+        {"__init__": __init__, "__doc__": doc, "__module__": base.__module__, "__qualname__": name},
+    )
+
+
+ActorCriticCnnPolicy = with_features_extractor(
+    ActorCriticPolicy,
+    NatureCNN,
+    "ActorCriticCnnPolicy",
+    "``ActorCriticPolicy`` with a NatureCNN features extractor (SB3's ``CnnPolicy``).",
+)
+MultiInputActorCriticPolicy = with_features_extractor(
+    ActorCriticPolicy,
+    CombinedExtractor,
+    "MultiInputActorCriticPolicy",
+    "``ActorCriticPolicy`` for Dict observations (SB3's ``MultiInputPolicy``).",
+)
 
 
 VALUE_HEADS = ("mse", "twohot")
@@ -683,7 +721,9 @@ def make_value_head_bins(value_head: str, value_head_kwargs: dict[str, Any] | No
 def get_policy_from_name(policy_aliases: dict[str, type[BasePolicy]], name: str) -> type[BasePolicy]:
     """Resolve ``"MlpPolicy"`` etc. with a clear error listing the valid names."""
     if name not in policy_aliases:
-        raise ValueError(f"Policy {name!r} unknown: choose one of {sorted(policy_aliases)} or pass a policy class")
+        raise ValueError(
+            f"Policy {name!r} unknown: choose one of {sorted(policy_aliases)} or pass a policy class"
+        )
     return policy_aliases[name]
 
 
@@ -696,7 +736,6 @@ __all__ = [
     "is_image_space",
     "make_optimizer",
 ]
-
 
 
 def __getattr__(name: str) -> Any:

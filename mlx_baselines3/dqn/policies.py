@@ -17,7 +17,7 @@ from mlx_baselines3.common.layers import (
     NatureCNN,
     create_mlp,
 )
-from mlx_baselines3.common.policies import BasePolicy
+from mlx_baselines3.common.policies import BasePolicy, with_features_extractor
 from mlx_baselines3.common.type_aliases import Schedule
 
 __all__ = ["QNetwork", "DQNPolicy", "MlpPolicy", "CnnPolicy", "MultiInputPolicy"]
@@ -186,22 +186,9 @@ class DQNPolicy(BasePolicy):
 MlpPolicy = DQNPolicy
 
 
-class CnnPolicy(DQNPolicy):
-    """DQN policy with a NatureCNN features extractor."""
-
-    def __init__(
-        self, *args: Any, features_extractor_class: type[BaseFeaturesExtractor] = NatureCNN, **kwargs: Any
-    ):
-        super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)  # type: ignore[misc]
-
-
-class MultiInputPolicy(DQNPolicy):
-    """DQN policy for Dict observations (CombinedExtractor)."""
-
-    def __init__(
-        self,
-        *args: Any,
-        features_extractor_class: type[BaseFeaturesExtractor] = CombinedExtractor,
-        **kwargs: Any,
-    ):
-        super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)  # type: ignore[misc]
+CnnPolicy = with_features_extractor(
+    DQNPolicy, NatureCNN, "CnnPolicy", "DQN policy with a NatureCNN features extractor."
+)
+MultiInputPolicy = with_features_extractor(
+    DQNPolicy, CombinedExtractor, "MultiInputPolicy", "DQN policy for Dict observations (CombinedExtractor)."
+)

@@ -25,7 +25,7 @@ from mlx_baselines3.common.layers import (
     NatureCNN,
     create_mlp,
 )
-from mlx_baselines3.common.policies import BasePolicy
+from mlx_baselines3.common.policies import BasePolicy, with_features_extractor
 from mlx_baselines3.common.preprocessing import get_action_dim
 from mlx_baselines3.common.type_aliases import Schedule
 
@@ -315,22 +315,9 @@ class SACPolicy(BasePolicy):
 MlpPolicy = SACPolicy
 
 
-class CnnPolicy(SACPolicy):
-    """SAC policy with a NatureCNN features extractor."""
-
-    def __init__(
-        self, *args: Any, features_extractor_class: type[BaseFeaturesExtractor] = NatureCNN, **kwargs: Any
-    ):
-        super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)  # type: ignore[misc]
-
-
-class MultiInputPolicy(SACPolicy):
-    """SAC policy for Dict observations (CombinedExtractor)."""
-
-    def __init__(
-        self,
-        *args: Any,
-        features_extractor_class: type[BaseFeaturesExtractor] = CombinedExtractor,
-        **kwargs: Any,
-    ):
-        super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)  # type: ignore[misc]
+CnnPolicy = with_features_extractor(
+    SACPolicy, NatureCNN, "CnnPolicy", "SAC policy with a NatureCNN features extractor."
+)
+MultiInputPolicy = with_features_extractor(
+    SACPolicy, CombinedExtractor, "MultiInputPolicy", "SAC policy for Dict observations (CombinedExtractor)."
+)

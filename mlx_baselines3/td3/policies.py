@@ -22,7 +22,7 @@ from mlx_baselines3.common.layers import (
     NatureCNN,
     create_mlp,
 )
-from mlx_baselines3.common.policies import BasePolicy
+from mlx_baselines3.common.policies import BasePolicy, with_features_extractor
 from mlx_baselines3.common.preprocessing import get_action_dim
 from mlx_baselines3.common.type_aliases import Schedule
 
@@ -239,22 +239,9 @@ class TD3Policy(BasePolicy):
 MlpPolicy = TD3Policy
 
 
-class CnnPolicy(TD3Policy):
-    """TD3 policy with a NatureCNN features extractor."""
-
-    def __init__(
-        self, *args: Any, features_extractor_class: type[BaseFeaturesExtractor] = NatureCNN, **kwargs: Any
-    ):
-        super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)  # type: ignore[misc]
-
-
-class MultiInputPolicy(TD3Policy):
-    """TD3 policy for Dict observations (CombinedExtractor)."""
-
-    def __init__(
-        self,
-        *args: Any,
-        features_extractor_class: type[BaseFeaturesExtractor] = CombinedExtractor,
-        **kwargs: Any,
-    ):
-        super().__init__(*args, features_extractor_class=features_extractor_class, **kwargs)  # type: ignore[misc]
+CnnPolicy = with_features_extractor(
+    TD3Policy, NatureCNN, "CnnPolicy", "TD3 policy with a NatureCNN features extractor."
+)
+MultiInputPolicy = with_features_extractor(
+    TD3Policy, CombinedExtractor, "MultiInputPolicy", "TD3 policy for Dict observations (CombinedExtractor)."
+)
