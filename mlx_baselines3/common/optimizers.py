@@ -17,7 +17,6 @@ from typing import Any
 import mlx.core as mx
 import mlx.optimizers as optim
 
-
 # Moments below this are set to 0. A parameter whose gradient is 0 for a while (a dead ReLU unit)
 # has its first moment decay by beta1 = 0.9 per step into float32's subnormal range within ~800
 # steps, and arithmetic on subnormals is ~100x slower on x86 CPUs: a DQN step slowed from 1.2 ms
