@@ -244,3 +244,18 @@ def test_optimize_memory_usage_needs_timeout_handling_off():
     )
     model.learn(10)
     assert model.replay_buffer.next_observations is None and model._n_updates > 0
+
+
+@pytest.mark.parametrize("algo,env_id", [("SAC", "Pendulum-v1"), ("DQN", "CartPole-v1")])
+def test_deepcopy_gives_an_independent_model(algo, env_id):
+    import copy
+
+    import mlx_baselines3
+
+    model = getattr(mlx_baselines3, algo)("MlpPolicy", env_id, learning_starts=10, seed=0)
+    model.learn(40)
+    clone = copy.deepcopy(model)
+    original = {k: np.array(v) for k, v in model.policy.state_dict().items()}
+    clone.learn(40)
+    assert all(np.array_equal(original[k], np.array(v)) for k, v in model.policy.state_dict().items())
+    assert any(not np.array_equal(original[k], np.array(v)) for k, v in clone.policy.state_dict().items())

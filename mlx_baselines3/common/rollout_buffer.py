@@ -78,7 +78,8 @@ class BaseBuffer:
         self.action_dim = get_action_dim(action_space)
         self.pos = 0
         self.full = False
-        self.device = device
+        # kept for SB3 compatibility only; stored as text so that buffers can be copied
+        self.device = str(device) if isinstance(device, mx.Device) else device
         self.n_envs = int(n_envs)
 
     @staticmethod
