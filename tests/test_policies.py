@@ -148,3 +148,17 @@ def test_box_actions_are_clipped_to_bounds():
     policy = make_policy(action_space=spaces.Box(-0.1, 0.1, (2,), np.float32), log_std_init=3.0)
     actions, _ = policy.predict(np.zeros((64, 4), np.float32))
     assert actions.min() >= -0.1 and actions.max() <= 0.1
+
+
+def test_set_training_mode_reaches_every_submodule_even_after_a_child_is_replaced():
+    from mlx_baselines3.common.layers import MlpExtractor
+
+    policy = make_policy(activation_fn=nn.ReLU)
+    policy.set_training_mode(False)
+    assert not any(module.training for _, module in policy.named_modules())
+    policy.mlp_extractor = MlpExtractor(4, [8], nn.ReLU)  # a new child starts in training mode
+    policy.set_training_mode(True)
+    policy.set_training_mode(False)
+    assert not any(module.training for _, module in policy.named_modules())
+    policy.set_training_mode(True)
+    assert all(module.training for _, module in policy.named_modules())

@@ -179,9 +179,19 @@ class BaseModel(nn.Module):
         load_module_state(self, state_dict, what=type(self).__name__, strict=strict)
 
     def set_training_mode(self, mode: bool) -> None:
-        """Put the policy in training or evaluation mode (dropout, batch norm)."""
-        if self.training != mode:  # walking the module tree costs ~0.2 ms: skip when nothing changes
-            self.train(mode)
+        """Put the policy in training or evaluation mode (dropout, batch norm).
+
+        Algorithms switch modes twice per iteration; walking the module tree with ``train()`` costs
+        ~0.2 ms, so the list of submodules is kept while the direct children stay the same objects.
+        """
+        if self.training == mode:
+            return
+        key = tuple(id(value) for value in self.values())
+        if getattr(self, "_training_mode_key", None) != key:
+            object.__setattr__(self, "_training_mode_modules", [module for _, module in self.named_modules()])
+            object.__setattr__(self, "_training_mode_key", key)
+        for module in self._training_mode_modules:
+            module._set_training_mode(mode)
 
     @property
     def device(self) -> mx.Device:
