@@ -259,3 +259,15 @@ def test_deepcopy_gives_an_independent_model(algo, env_id):
     clone.learn(40)
     assert all(np.array_equal(original[k], np.array(v)) for k, v in model.policy.state_dict().items())
     assert any(not np.array_equal(original[k], np.array(v)) for k, v in clone.policy.state_dict().items())
+
+
+@pytest.mark.parametrize("algo,env_id", [("SAC", "Pendulum-v1"), ("TD3", "Pendulum-v1"), ("DQN", "CartPole-v1")])
+def test_target_networks_stay_in_evaluation_mode(algo, env_id):
+    import mlx_baselines3
+
+    policy = getattr(mlx_baselines3, algo)("MlpPolicy", env_id).policy
+    for mode in (True, False, True):
+        policy.set_training_mode(mode)
+        for name, module in policy.named_modules():
+            in_target = any(name == t or name.startswith(t + ".") for t in policy.eval_only_submodules)
+            assert module.training == (not in_target and mode), name

@@ -11,7 +11,7 @@ import math
 import warnings
 from abc import abstractmethod
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 import mlx.core as mx
 import mlx.nn as nn
@@ -178,8 +178,13 @@ class BaseModel(nn.Module):
 
         load_module_state(self, state_dict, what=type(self).__name__, strict=strict)
 
+    # Submodules that stay in evaluation mode whatever the policy's mode (target networks).
+    eval_only_submodules: ClassVar[tuple[str, ...]] = ()
+
     def set_training_mode(self, mode: bool) -> None:
         """Put the policy in training or evaluation mode (dropout, batch norm).
+
+        Submodules named in ``eval_only_submodules`` (target networks) are left in evaluation mode.
 
         Algorithms switch modes twice per iteration; walking the module tree with ``train()`` costs
         ~0.2 ms, so the list of submodules is kept while the direct children stay the same objects.
@@ -188,7 +193,13 @@ class BaseModel(nn.Module):
             return
         key = tuple(id(value) for value in self.values())
         if getattr(self, "_training_mode_key", None) != key:
-            object.__setattr__(self, "_training_mode_modules", [module for _, module in self.named_modules()])
+            skipped = tuple(f"{name}." for name in self.eval_only_submodules)
+            modules = [
+                module
+                for name, module in self.named_modules()
+                if name not in self.eval_only_submodules and not name.startswith(skipped)
+            ]
+            object.__setattr__(self, "_training_mode_modules", modules)
             object.__setattr__(self, "_training_mode_key", key)
         for module in self._training_mode_modules:
             module._set_training_mode(mode)

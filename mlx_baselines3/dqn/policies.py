@@ -100,6 +100,8 @@ class DQNPolicy(BasePolicy):
     q_net: QNetwork
     q_net_target: QNetwork
 
+    eval_only_submodules = ("q_net_target",)
+
     def __init__(
         self,
         observation_space: spaces.Space,
@@ -175,12 +177,6 @@ class DQNPolicy(BasePolicy):
         )
         return data
 
-    def set_training_mode(self, mode: bool) -> None:
-        """Training mode of the Q-network (the target stays in evaluation mode)."""
-        if self.training == mode and self.q_net.training == mode and not self.q_net_target.training:
-            return  # already there: predict() calls this at every step, and train() walks the tree
-        self.train(mode)
-        self.q_net_target.train(False)
 
 
 MlpPolicy = DQNPolicy

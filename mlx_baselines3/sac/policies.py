@@ -180,6 +180,8 @@ class SACPolicy(BasePolicy):
     critic: ContinuousCritic
     critic_target: ContinuousCritic
 
+    eval_only_submodules = ("critic_target",)
+
     def __init__(
         self,
         observation_space: spaces.Space,
@@ -304,12 +306,6 @@ class SACPolicy(BasePolicy):
     def _predict(self, observation: Any, deterministic: bool = False) -> mx.array:
         return self.actor(observation, deterministic)
 
-    def set_training_mode(self, mode: bool) -> None:
-        """Training mode of the actor and critic (the target stays in evaluation mode)."""
-        if self.training == mode and self.actor.training == mode and not self.critic_target.training:
-            return  # already there: predict() calls this at every step, and train() walks the tree
-        self.train(mode)
-        self.critic_target.train(False)
 
 
 MlpPolicy = SACPolicy

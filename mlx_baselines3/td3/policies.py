@@ -112,6 +112,8 @@ class TD3Policy(BasePolicy):
     critic: ContinuousCritic
     critic_target: ContinuousCritic
 
+    eval_only_submodules = ("actor_target", "critic_target")
+
     def __init__(
         self,
         observation_space: spaces.Space,
@@ -222,18 +224,6 @@ class TD3Policy(BasePolicy):
     def _predict(self, observation: Any, deterministic: bool = False) -> mx.array:
         return self.actor(observation)
 
-    def set_training_mode(self, mode: bool) -> None:
-        """Training mode of the actor and critic (the targets stay in evaluation mode)."""
-        if (
-            self.training == mode
-            and self.actor.training == mode
-            and not self.actor_target.training
-            and not self.critic_target.training
-        ):
-            return  # already there: predict() calls this at every step, and train() walks the tree
-        self.train(mode)
-        self.actor_target.train(False)
-        self.critic_target.train(False)
 
 
 MlpPolicy = TD3Policy
