@@ -189,6 +189,10 @@ class BaseModel(nn.Module):
         Algorithms switch modes twice per iteration; walking the module tree with ``train()`` costs
         ~0.2 ms, so the list of submodules is kept while the direct children stay the same objects.
         """
+        for name in self.eval_only_submodules:
+            target = getattr(self, name)
+            if target.training:  # also undoes a train() called on it directly
+                target.train(False)
         if self.training == mode:
             return
         key = tuple(id(value) for value in self.values())
