@@ -8,11 +8,13 @@ objects it was given, so replacing a dict with a new one would silently detach i
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
+import numpy as np
 from mlx.utils import tree_map
 
 
@@ -42,6 +44,45 @@ def assign_where_in_place(condition: mx.array, new: Any, old: Any) -> Any:
     if isinstance(new, mx.array) and isinstance(old, mx.array):
         return mx.where(condition, new, old)
     return new
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term or the gradient norm became NaN or infinite during ``train()``.
+
+    The whole ``train()`` call is undone (networks, target networks and optimizer states are
+    restored to what they were before it; keeping references to MLX's immutable arrays makes that
+    free), so the model is still usable and can be saved. The message names the term that went bad.
+    """
+
+
+def snapshot_state(state: list[Any]) -> list[Any]:
+    """References to the arrays of a compiled step's declared state, to roll back to (free: arrays are immutable)."""
+    return [tree_snapshot(item) for item in state]
+
+
+def raise_if_not_finite(
+    names: Sequence[str], finite: np.ndarray, state: list[Any], snapshot: list[Any], num_timesteps: int
+) -> None:
+    """Roll ``state`` back to ``snapshot`` and raise ``NonFiniteLossError`` if any step had a non-finite value.
+
+    :param names: the checked values, in the order a step computes them (the first bad one is named
+        as the cause)
+    :param finite: ``[steps, len(names)]`` booleans
+    """
+    finite = np.asarray(finite).astype(bool)
+    if finite.size == 0 or finite.all():
+        return
+    for item, saved in zip(state, snapshot):
+        assign_in_place(item, saved)
+    first_bad = int(np.flatnonzero(~finite.all(axis=1))[0])
+    bad_terms = [name for name, ok in zip(names, finite[first_bad]) if not ok]
+    also = f" (then also {', '.join(bad_terms[1:])})" if len(bad_terms) > 1 else ""
+    raise NonFiniteLossError(
+        f"Non-finite value in {bad_terms[0]} at gradient step {first_bad} of this train() call{also} "
+        f"(total timesteps {num_timesteps}). This update was undone: every network, optimizer and target "
+        "network is as it was before it. Lower the learning rate, check rewards/observations for NaN or "
+        "huge values (VecCheckNan, VecNormalize), or clip gradients (max_grad_norm)."
+    )
 
 
 def chunk_size(n_steps: int, limit: int) -> int:

@@ -24,9 +24,14 @@ from mlx.utils import tree_map
 
 from mlx_baselines3.common.base_class import BaseAlgorithm
 from mlx_baselines3.common.callbacks import BaseCallback
-from mlx_baselines3.common.compile import all_finite, assign_in_place, chunk_size, tree_snapshot
+from mlx_baselines3.common.compile import (
+    NonFiniteLossError,
+    all_finite,
+    chunk_size,
+    raise_if_not_finite,
+    snapshot_state,
+)
 from mlx_baselines3.common.noise import ActionNoise, VectorizedActionNoise
-from mlx_baselines3.common.on_policy_algorithm import NonFiniteLossError
 from mlx_baselines3.common.policies import BasePolicy
 from mlx_baselines3.common.replay_buffer import DictReplayBuffer, NStepReplayBuffer, ReplayBuffer
 from mlx_baselines3.common.type_aliases import (
@@ -42,7 +47,7 @@ from mlx_baselines3.common.vec_env import VecEnv
 
 SelfOffPolicyAlgorithm = TypeVar("SelfOffPolicyAlgorithm", bound="OffPolicyAlgorithm")
 
-__all__ = ["OffPolicyAlgorithm", "compile_step", "batch_to_mx", "guarded_step_update", "NonFiniteLossError"]
+__all__ = ["OffPolicyAlgorithm", "compile_step", "batch_to_mx", "update_and_check", "NonFiniteLossError"]
 
 _REPLAY_BUFFER_KIND = "ReplayBuffer"
 _KNOWN_BUFFERS: dict[str, type[ReplayBuffer]] = {
@@ -68,14 +73,11 @@ def compile_step(fn: Callable[..., Any], state: list[Any], compile: bool = True)
     return mx.compile(fn, inputs=state, outputs=state)
 
 
-def guarded_step_update(
-    module: Any, optimizer: Any, grads: Any, flags: dict[str, mx.array], *values: mx.array
-) -> mx.array:
+def update_and_check(module: Any, optimizer: Any, grads: Any, *values: mx.array) -> mx.array:
     """``optimizer.update(module, grads)``, reporting whether ``values`` (the losses) are finite.
 
-    A non-finite value is not masked step by step (that costs an elementwise select on every
-    parameter and moment of every step); instead ``train()`` rolls the whole call back from a
-    snapshot when any step reported a non-finite value (see ``_raise_if_not_finite``).
+    A non-finite value is not masked step by step (that would cost a select on every parameter and
+    moment of every step): ``train()`` rolls the whole call back instead when any step reported one.
 
     :return: whether the values were finite (a scalar bool array)
     """
@@ -228,8 +230,6 @@ class OffPolicyAlgorithm(BaseAlgorithm):
         self.train_freq: Any = train_freq
         self.use_sde_at_warmup = use_sde_at_warmup
         self._compile = True
-        # Set when a loss goes non-finite: the rest of that train() call is skipped (compiled state)
-        self._train_flags: dict[str, mx.array] = {"stop": mx.array(False)}
         if sde_support:
             self.policy_kwargs["use_sde"] = self.use_sde
 
@@ -620,8 +620,7 @@ class OffPolicyAlgorithm(BaseAlgorithm):
         batches = self._sample_batches(gradient_steps, batch_size)
         values = {key: mx.array(np.asarray(value, dtype=np.float32)) for key, value in (per_step or {}).items()}
         state = self._train_state()
-        # MLX arrays are immutable: references to the current ones are a free snapshot to roll back to
-        self._train_snapshot = [tree_snapshot(item) for item in state]
+        self._train_snapshot = snapshot_state(state)
         # One compiled function per sequence of variants, for as long as the state objects (modules,
         # optimizers) are the same; step_fn may be a fresh closure each call: it must only reach the
         # model through ``self``.
@@ -659,55 +658,5 @@ class OffPolicyAlgorithm(BaseAlgorithm):
         return np.array(mx.concatenate(outputs, axis=0))
 
     def _raise_if_not_finite(self, names: Sequence[str], finite: np.ndarray) -> None:
-        """Raise ``NonFiniteLossError`` naming the terms that went non-finite (``finite``: ``[steps, terms]``)."""
-        finite = np.asarray(finite).astype(bool)
-        if finite.size == 0 or finite.all():
-            return
-        for item, saved in zip(self._train_state(), self._train_snapshot):
-            assign_in_place(item, saved)
-        first_bad = int(np.flatnonzero(~finite.all(axis=1))[0])
-        bad_terms = [name for name, ok in zip(names, finite[first_bad]) if not ok]
-        # Terms are listed in the order they are computed: the first is where it started
-        also = f" (then also {', '.join(bad_terms[1:])})" if len(bad_terms) > 1 else ""
-        raise NonFiniteLossError(
-            f"Non-finite value in {bad_terms[0]} at gradient step {first_bad} of this train() call{also} "
-            f"(total timesteps {self.num_timesteps}). This update was undone: every network, optimizer and "
-            "target network is as it was before it. Lower the learning rate, or check rewards/observations "
-            "for NaN or huge values (VecCheckNan, VecNormalize)."
-        )
-
-    def _sample_batch(self, batch_size: int) -> tuple[Any, ...]:
-        """One minibatch from the replay buffer, as MLX arrays (see :func:`batch_to_mx`)."""
-        assert self.replay_buffer is not None
-        samples = self.replay_buffer.sample_numpy(batch_size, env=self._vec_normalize_env)
-        return batch_to_mx(samples, self.gamma)
-
-    def _start_train(self) -> None:
-        """Reset the non-finite stop flag (in place: the compiled steps hold the dict)."""
-        self._train_flags["stop"] = mx.array(False)
-
-    def _check_finite(self, names: Sequence[str], finite_history: Sequence[Sequence[mx.array]]) -> None:
-        """Raise ``NonFiniteLossError`` naming the terms that went non-finite during this ``train()``."""
-        if not finite_history:
-            return
-        finite = np.array(mx.stack([mx.stack(list(step)) for step in finite_history])).astype(bool)
-        if finite.all():
-            return
-        first_bad = int(np.flatnonzero(~finite.all(axis=1))[0])
-        bad_terms = [name for name, ok in zip(names, finite[first_bad]) if not ok]
-        raise NonFiniteLossError(
-            f"Non-finite value in {', '.join(bad_terms)} at gradient step {first_bad} of this train() call "
-            f"(total timesteps {self.num_timesteps}). That update and the later ones were skipped; the "
-            "parameters are the last finite ones. Lower the learning rate, or check rewards/observations for "
-            "NaN or huge values (VecCheckNan, VecNormalize)."
-        )
-
-    def _record_metrics(
-        self, names: Sequence[str], history: Sequence[Sequence[mx.array]]
-    ) -> dict[str, float]:
-        """Mean of each metric over the gradient steps, read from the device once."""
-        if not history:
-            return {}
-        stacked = [mx.stack([step[i] for step in history]).mean() for i in range(len(names))]
-        values = np.array(mx.stack(stacked)).tolist()
-        return dict(zip(names, values))
+        """Undo this ``train()`` call and raise ``NonFiniteLossError`` if a step was not finite."""
+        raise_if_not_finite(names, finite, self._train_state(), self._train_snapshot, self.num_timesteps)

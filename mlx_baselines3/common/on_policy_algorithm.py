@@ -16,12 +16,13 @@ from mlx.utils import tree_map
 from mlx_baselines3.common.base_class import BaseAlgorithm
 from mlx_baselines3.common.callbacks import BaseCallback
 from mlx_baselines3.common.compile import (
+    NonFiniteLossError,
     all_finite,
-    assign_in_place,
     chunk_size,
     clip_by_global_norm,
     guarded_update,
-    tree_snapshot,
+    raise_if_not_finite,
+    snapshot_state,
 )
 from mlx_baselines3.common.numpy_inference import NumpyActorCritic
 from mlx_baselines3.common.policies import ActorCriticPolicy
@@ -30,19 +31,12 @@ from mlx_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from mlx_baselines3.common.utils import obs_as_mx, safe_mean
 from mlx_baselines3.common.vec_env import VecEnv
 
+__all__ = ["NonFiniteLossError", "OnPolicyAlgorithm"]
+
 SelfOnPolicyAlgorithm = TypeVar("SelfOnPolicyAlgorithm", bound="OnPolicyAlgorithm")
 
 # A loss: (policy, batch, hyper) -> (scalar loss, tuple of scalar terms)
 LossFn = Callable[[nn.Module, dict[str, Any], dict[str, mx.array]], tuple[mx.array, tuple[mx.array, ...]]]
-
-
-class NonFiniteLossError(FloatingPointError):
-    """A loss term or the gradient norm became NaN or infinite during ``train()``.
-
-    The whole ``train()`` call is undone (parameters and optimizer state are restored to what they
-    were before it; keeping references to MLX's immutable arrays makes that free), so the model is
-    still usable and can be saved. The message names the term that went bad.
-    """
 
 
 class OnPolicyAlgorithm(BaseAlgorithm):
@@ -279,9 +273,6 @@ class OnPolicyAlgorithm(BaseAlgorithm):
     # Most gradient steps run per compiled call (bigger: fewer calls, longer first compile).
     update_chunk_size: int = 8
 
-    def _chunk_size(self, n_steps: int) -> int:
-        return chunk_size(n_steps, self.update_chunk_size)
-
     def _minibatch_plan(
         self, total: int, batch_size: int, n_epochs: int
     ) -> list[tuple[np.ndarray, np.ndarray]]:
@@ -296,7 +287,7 @@ class OnPolicyAlgorithm(BaseAlgorithm):
         plan: list[tuple[np.ndarray, np.ndarray]] = []
 
         def add_chunks(rows: np.ndarray, epochs: np.ndarray) -> None:
-            size = self._chunk_size(len(rows))
+            size = chunk_size(len(rows), self.update_chunk_size)
             for start in range(0, len(rows), size):
                 plan.append((rows[start : start + size], epochs[start : start + size]))
 
@@ -336,10 +327,9 @@ class OnPolicyAlgorithm(BaseAlgorithm):
         total = self.rollout_buffer.buffer_size * self.rollout_buffer.n_envs
         guarded = "stop" in self._train_flags and self.target_kl_enabled
         self._train_flags["stop"] = mx.array(False)
-        # Arrays are immutable: keeping references is a free snapshot to roll back to.
-        optimizer = self.policy.optimizer
-        assert optimizer is not None
-        snapshot = (tree_snapshot(self.policy.parameters()), tree_snapshot(optimizer.state))
+        assert self.policy.optimizer is not None
+        state = [self.policy.state, self.policy.optimizer.state]
+        snapshot = snapshot_state(state)
         outputs: list[tuple[mx.array, ...]] = []
         epoch_of_step: list[np.ndarray] = []
         for indices, epochs in self._minibatch_plan(total, batch_size, n_epochs):
@@ -353,24 +343,9 @@ class OnPolicyAlgorithm(BaseAlgorithm):
             np.array(mx.concatenate([out[i] for out in outputs])) for i in range(4)
         )
         ran = ~stopped_before.astype(bool)
-        finite = np.isfinite(losses) & np.isfinite(grad_norms) & np.all(np.isfinite(terms), axis=1)
-        if not np.all(finite[ran]):
-            first_bad = int(np.flatnonzero(~finite & ran)[0])
-            bad_terms = [
-                name for name, value in zip(self.loss_term_names, terms[first_bad]) if not np.isfinite(value)
-            ]
-            if not np.isfinite(grad_norms[first_bad]):
-                bad_terms.append("grad_norm")
-            if not bad_terms:
-                bad_terms.append("loss")
-            self.policy.update(snapshot[0])
-            assign_in_place(optimizer.state, snapshot[1])
-            raise NonFiniteLossError(
-                f"Non-finite value in {', '.join(bad_terms)} at gradient step {first_bad} of this train() call "
-                f"(total timesteps {self.num_timesteps}). This update was undone: the parameters and optimizer "
-                "state are those from before it. Lower the learning rate, check rewards/observations for "
-                "NaN or huge values (VecCheckNan, VecNormalize), or clip gradients (max_grad_norm)."
-            )
+        values = np.column_stack([terms, grad_norms, losses])[ran]
+        names = (*self.loss_term_names, "grad_norm", "loss")
+        raise_if_not_finite(names, np.isfinite(values), state, snapshot, self.num_timesteps)
         epoch = np.concatenate(epoch_of_step)[ran]
         return {
             "losses": losses[ran],

@@ -18,7 +18,7 @@ from gymnasium import spaces
 
 from mlx_baselines3.common.compile import clip_by_global_norm
 from mlx_baselines3.common.critics import module_optimizer
-from mlx_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm, compile_step, guarded_step_update
+from mlx_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm, compile_step, update_and_check
 from mlx_baselines3.common.policies import BasePolicy
 from mlx_baselines3.common.replay_buffer import ReplayBuffer
 from mlx_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
@@ -205,14 +205,14 @@ class DQN(OffPolicyAlgorithm):
     # ------------------------------------------------------------------ the gradient step
 
     def _train_state(self) -> list[Any]:
-        return [self.policy.state, module_optimizer(self.policy).state, self._train_flags]
+        return [self.policy.state, module_optimizer(self.policy).state]
 
     def _gradient_step(self, batch: tuple[Any, ...]) -> tuple[mx.array, mx.array, mx.array]:
         """One DQN update; returns the loss and whether the loss and the gradient norm were finite."""
         q_net, optimizer = self.policy.q_net, module_optimizer(self.policy)
         loss, grads = nn.value_and_grad(q_net, dqn_loss)(q_net, self.policy.q_net_target, batch)
         grads, grad_norm = clip_by_global_norm(grads, self.max_grad_norm)
-        guarded_step_update(q_net, optimizer, grads, self._train_flags, loss, grad_norm)
+        update_and_check(q_net, optimizer, grads, loss, grad_norm)
         return loss, mx.isfinite(loss), mx.isfinite(grad_norm)
 
     def _build_train_step(self) -> None:
@@ -222,7 +222,6 @@ class DQN(OffPolicyAlgorithm):
         """Run ``gradient_steps`` DQN updates (the mean loss is read from the device once)."""
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
-        self._start_train()
         outputs = self._run_gradient_steps(
             gradient_steps, batch_size, lambda batch, values, variant: self._gradient_step(batch)
         )

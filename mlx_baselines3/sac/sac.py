@@ -18,7 +18,7 @@ from gymnasium import spaces
 
 from mlx_baselines3.common.critics import module_optimizer
 from mlx_baselines3.common.noise import ActionNoise
-from mlx_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm, compile_step, guarded_step_update
+from mlx_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm, compile_step, update_and_check
 from mlx_baselines3.common.policies import BasePolicy, make_optimizer
 from mlx_baselines3.common.replay_buffer import ReplayBuffer
 from mlx_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
@@ -245,7 +245,6 @@ class SAC(OffPolicyAlgorithm):
             module_optimizer(self.actor).state,
             module_optimizer(self.critic).state,
             mx.random.state,
-            self._train_flags,
         ]
         if self.log_ent_coef_module is not None:
             assert self.ent_coef_optimizer is not None
@@ -263,7 +262,6 @@ class SAC(OffPolicyAlgorithm):
         """
         policy = self.policy
         actor, critic = policy.actor, policy.critic
-        flags = self._train_flags
         obs, actions = batch[0], batch[1]
         noise = mx.random.normal(actions.shape)
         next_noise = mx.random.normal(actions.shape)
@@ -278,13 +276,13 @@ class SAC(OffPolicyAlgorithm):
         target_q = sac_target_q(policy, batch, ent_coef, next_noise)
         critic_loss, critic_grads = nn.value_and_grad(critic, sac_critic_loss)(critic, obs, actions, target_q)
         critic_grads = _drop_shared_extractor(critic_grads, policy.share_features_extractor)
-        critic_ok = guarded_step_update(critic, module_optimizer(critic), critic_grads, flags, critic_loss)
+        critic_ok = update_and_check(critic, module_optimizer(critic), critic_grads, critic_loss)
 
         # Actor (with the updated critic, as SB3)
         (actor_loss, log_prob), actor_grads = nn.value_and_grad(actor, sac_actor_loss)(
             actor, critic, obs, noise, ent_coef
         )
-        actor_ok = guarded_step_update(actor, module_optimizer(actor), actor_grads, flags, actor_loss)
+        actor_ok = update_and_check(actor, module_optimizer(actor), actor_grads, actor_loss)
 
         # Entropy coefficient
         if self.log_ent_coef_module is not None:
@@ -293,12 +291,11 @@ class SAC(OffPolicyAlgorithm):
             ent_coef_loss, ent_grads = nn.value_and_grad(ent_module, sac_ent_coef_loss)(
                 ent_module, log_prob, target_entropy
             )
-            ent_ok = guarded_step_update(ent_module, self.ent_coef_optimizer, ent_grads, flags, ent_coef_loss)
+            ent_ok = update_and_check(ent_module, self.ent_coef_optimizer, ent_grads, ent_coef_loss)
         else:
             ent_coef_loss, ent_ok = mx.array(0.0), mx.array(True)
 
-        # Target critic: Polyak average (tau = 0 leaves it unchanged, and so does a stop)
-        tau = mx.where(flags["stop"], 0.0, tau)
+        # Target critic: Polyak average (tau = 0 leaves it unchanged)
         target = policy.critic_target
         target.update(polyak_update(critic.parameters(), target.parameters(), tau))
         return (ent_coef, ent_coef_loss, critic_loss, actor_loss), (critic_ok, actor_ok, ent_ok)
@@ -324,7 +321,6 @@ class SAC(OffPolicyAlgorithm):
             metrics, finite = self._gradient_step(batch, values["tau"], values["target_entropy"])
             return (*metrics, *finite)
 
-        self._start_train()
         outputs = self._run_gradient_steps(gradient_steps, batch_size, step, per_step)
         self._n_updates += gradient_steps
         self._raise_if_not_finite(["critic_loss", "actor_loss", "ent_coef_loss"], outputs[:, 4:7])

@@ -16,7 +16,7 @@ from gymnasium import spaces
 
 from mlx_baselines3.common.critics import ContinuousCritic, module_optimizer
 from mlx_baselines3.common.noise import ActionNoise
-from mlx_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm, compile_step, guarded_step_update
+from mlx_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm, compile_step, update_and_check
 from mlx_baselines3.common.policies import BasePolicy
 from mlx_baselines3.common.replay_buffer import ReplayBuffer
 from mlx_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
@@ -182,7 +182,6 @@ class TD3(OffPolicyAlgorithm):
             module_optimizer(self.actor).state,
             module_optimizer(self.critic).state,
             mx.random.state,
-            self._train_flags,
         ]
 
     def _critic_step(
@@ -196,7 +195,7 @@ class TD3(OffPolicyAlgorithm):
         if policy.share_features_extractor:
             grads = dict(grads)
             grads.pop("features_extractor", None)
-        finite = guarded_step_update(critic, module_optimizer(critic), grads, self._train_flags, loss)
+        finite = update_and_check(critic, module_optimizer(critic), grads, loss)
         return loss, finite
 
     def _full_step(
@@ -207,8 +206,7 @@ class TD3(OffPolicyAlgorithm):
         policy = self.policy
         actor, critic = policy.actor, policy.critic
         actor_loss, grads = nn.value_and_grad(actor, td3_actor_loss)(actor, critic, batch[0])
-        actor_ok = guarded_step_update(actor, module_optimizer(actor), grads, self._train_flags, actor_loss)
-        tau = mx.where(self._train_flags["stop"], 0.0, tau)
+        actor_ok = update_and_check(actor, module_optimizer(actor), grads, actor_loss)
         for online, target in ((critic, policy.critic_target), (actor, policy.actor_target)):
             target.update(polyak_update(online.parameters(), target.parameters(), tau))
         return critic_loss, actor_loss, critic_ok, actor_ok
@@ -236,7 +234,6 @@ class TD3(OffPolicyAlgorithm):
             critic_loss, critic_ok = self._critic_step(batch, hyper)
             return critic_loss, mx.array(float("nan")), critic_ok, mx.array(True)
 
-        self._start_train()
         outputs = self._run_gradient_steps(
             gradient_steps,
             batch_size,
