@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from typing import Any
 
 import mlx.core as mx
@@ -18,6 +18,13 @@ def _storage_dtype(space: spaces.Space) -> Any:
     if isinstance(space, spaces.Box) and space.dtype == np.uint8:
         return np.uint8
     return np.float32
+
+
+def _map_observations(fn: Callable[[np.ndarray], Any], observations: Any) -> Any:
+    """``fn`` applied to the observation array, or to each entry of a dict of them."""
+    if isinstance(observations, dict):
+        return {key: fn(value) for key, value in observations.items()}
+    return fn(observations)
 
 
 def compute_gae(
@@ -126,10 +133,14 @@ class RolloutBuffer(BaseBuffer):
         self.generator_ready = False
         self.reset()
 
+    def _new_observations(self, shape: tuple[int, int]) -> Any:
+        """Zeroed observation storage ``[n_steps, n_envs, *obs_shape]`` (a dict of them for Dict spaces)."""
+        assert isinstance(self.obs_shape, tuple)
+        return np.zeros((*shape, *self.obs_shape), dtype=_storage_dtype(self.observation_space))
+
     def reset(self) -> None:
         shape = (self.buffer_size, self.n_envs)
-        assert isinstance(self.obs_shape, tuple)
-        self.observations = np.zeros((*shape, *self.obs_shape), dtype=_storage_dtype(self.observation_space))
+        self.observations = self._new_observations(shape)
         self.actions = np.zeros((*shape, self.action_dim), dtype=np.float32)
         self.rewards = np.zeros(shape, dtype=np.float32)
         self.returns = np.zeros(shape, dtype=np.float32)
@@ -181,7 +192,7 @@ class RolloutBuffer(BaseBuffer):
     def flat_data(self) -> dict[str, Any]:
         """Every field flattened to ``[n_steps * n_envs, ...]`` (NumPy), ready to move to MLX once."""
         return {
-            "observations": self.swap_and_flatten(self.observations),
+            "observations": _map_observations(self.swap_and_flatten, self.observations),
             "actions": self.swap_and_flatten(self.actions),
             "old_values": self.swap_and_flatten(self.values).reshape(-1),
             "old_log_prob": self.swap_and_flatten(self.log_probs).reshape(-1),
@@ -199,9 +210,10 @@ class RolloutBuffer(BaseBuffer):
         for start in range(0, total, batch_size):
             yield self._get_samples(data, indices[start : start + batch_size])
 
-    def _get_samples(self, data: dict[str, Any], batch_inds: np.ndarray) -> RolloutBufferSamples:
-        return RolloutBufferSamples(
-            observations=mx.array(data["observations"][batch_inds]),
+    def _get_samples(self, data: dict[str, Any], batch_inds: np.ndarray) -> Any:
+        samples_class = DictRolloutBufferSamples if isinstance(data["observations"], dict) else RolloutBufferSamples
+        return samples_class(
+            observations=_map_observations(lambda obs: mx.array(obs[batch_inds]), data["observations"]),
             actions=mx.array(data["actions"][batch_inds]),
             old_values=mx.array(data["old_values"][batch_inds]),
             old_log_prob=mx.array(data["old_log_prob"][batch_inds]),
@@ -227,23 +239,12 @@ class DictRolloutBuffer(RolloutBuffer):
             raise TypeError(f"DictRolloutBuffer needs a Dict observation space, got {observation_space}")
         super().__init__(buffer_size, observation_space, action_space, device, gae_lambda, gamma, n_envs=n_envs)
 
-    def reset(self) -> None:
+    def _new_observations(self, shape: tuple[int, int]) -> dict[str, np.ndarray]:
         assert isinstance(self.obs_shape, dict) and isinstance(self.observation_space, spaces.Dict)
-        shape = (self.buffer_size, self.n_envs)
-        self.observations = {  # type: ignore[assignment]
+        return {
             key: np.zeros((*shape, *obs_shape), dtype=_storage_dtype(self.observation_space.spaces[key]))
             for key, obs_shape in self.obs_shape.items()
         }
-        self.actions = np.zeros((*shape, self.action_dim), dtype=np.float32)
-        self.rewards = np.zeros(shape, dtype=np.float32)
-        self.returns = np.zeros(shape, dtype=np.float32)
-        self.episode_starts = np.zeros(shape, dtype=np.float32)
-        self.values = np.zeros(shape, dtype=np.float32)
-        self.log_probs = np.zeros(shape, dtype=np.float32)
-        self.advantages = np.zeros(shape, dtype=np.float32)
-        self.generator_ready = False
-        self.pos = 0
-        self.full = False
 
     def _store_observation(self, obs: dict[str, np.ndarray]) -> None:  # type: ignore[override]
         assert isinstance(self.obs_shape, dict) and isinstance(self.observation_space, spaces.Dict)
@@ -252,27 +253,3 @@ class DictRolloutBuffer(RolloutBuffer):
             if isinstance(self.observation_space.spaces[key], spaces.Discrete):
                 value = value.reshape((self.n_envs, *self.obs_shape[key]))
             self.observations[key][self.pos] = value  # type: ignore[index,call-overload]
-
-    def flat_data(self) -> dict[str, Any]:
-        data: dict[str, Any] = {
-            "actions": self.swap_and_flatten(self.actions),
-            "old_values": self.swap_and_flatten(self.values).reshape(-1),
-            "old_log_prob": self.swap_and_flatten(self.log_probs).reshape(-1),
-            "advantages": self.swap_and_flatten(self.advantages).reshape(-1),
-            "returns": self.swap_and_flatten(self.returns).reshape(-1),
-        }
-        data["observations"] = {
-            key: self.swap_and_flatten(obs)
-            for key, obs in self.observations.items()  # type: ignore[attr-defined]
-        }
-        return data
-
-    def _get_samples(self, data: dict[str, Any], batch_inds: np.ndarray) -> DictRolloutBufferSamples:  # type: ignore[override]
-        return DictRolloutBufferSamples(
-            observations={key: mx.array(obs[batch_inds]) for key, obs in data["observations"].items()},
-            actions=mx.array(data["actions"][batch_inds]),
-            old_values=mx.array(data["old_values"][batch_inds]),
-            old_log_prob=mx.array(data["old_log_prob"][batch_inds]),
-            advantages=mx.array(data["advantages"][batch_inds]),
-            returns=mx.array(data["returns"][batch_inds]),
-        )
