@@ -9,6 +9,7 @@ environment (it is never a dependency of this package).
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import shutil
@@ -37,6 +38,45 @@ def find_sb3_python(explicit: str | None = None) -> str | None:
         if probe.returncode == 0:
             return path
     return None
+
+
+# RL-Zoo hyperparameters of DQN on CartPole-v1 (used by the learning and the throughput benchmarks)
+DQN_CARTPOLE_ZOO: dict[str, Any] = dict(
+    learning_rate=2.3e-3,
+    batch_size=64,
+    buffer_size=100_000,
+    learning_starts=1000,
+    gamma=0.99,
+    target_update_interval=10,
+    train_freq=256,
+    gradient_steps=128,
+    exploration_fraction=0.16,
+    exploration_final_eps=0.04,
+    policy_kwargs=dict(net_arch=[256, 256]),
+)
+
+
+def add_peer_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options every SB3-comparing script takes: where SB3 lives, and the hidden worker mode."""
+    parser.add_argument(
+        "--sb3-python", default=None, help="interpreter with stable_baselines3 (or $SB3_PYTHON)"
+    )
+    parser.add_argument("--no-sb3", action="store_true", help="skip SB3 even when it is available")
+    parser.add_argument("--worker", choices=["mlx", "sb3"], help=argparse.SUPPRESS)
+    parser.add_argument("--job", help=argparse.SUPPRESS)
+
+
+def handle_worker(args: argparse.Namespace, worker: Callable[[str, dict[str, Any]], dict[str, Any]]) -> bool:
+    """In worker mode, run the job and print its JSON result; return whether that happened."""
+    if not args.worker:
+        return False
+    print(json.dumps(worker(args.worker, json.loads(args.job))))
+    return True
+
+
+def peer_python(args: argparse.Namespace) -> str | None:
+    """The SB3 interpreter to compare with, unless ``--no-sb3``."""
+    return None if args.no_sb3 else find_sb3_python(args.sb3_python)
 
 
 def run_worker(

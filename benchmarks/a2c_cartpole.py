@@ -20,14 +20,23 @@ Runs are sequential (never in parallel), so that FPS figures are not disturbed b
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _harness import evaluate, find_sb3_python, import_library, median, print_table, run_worker, timed_learn  # noqa: E402
+from _harness import (  # noqa: E402
+    add_peer_arguments,
+    evaluate,
+    handle_worker,
+    import_library,
+    median,
+    peer_python,
+    print_table,
+    run_worker,
+    timed_learn,
+)
 
 ENV_ID = "CartPole-v1"
 N_ENVS = 8
@@ -60,19 +69,13 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--timesteps", type=int, default=TIMESTEPS)
     parser.add_argument("--eval-episodes", type=int, default=10)
-    parser.add_argument(
-        "--sb3-python", default=None, help="interpreter with stable_baselines3 (or $SB3_PYTHON)"
-    )
-    parser.add_argument("--no-sb3", action="store_true", help="skip SB3 even when it is available")
     parser.add_argument("--threshold", type=float, default=475.0)
-    parser.add_argument("--worker", choices=["mlx", "sb3"], help=argparse.SUPPRESS)
-    parser.add_argument("--job", help=argparse.SUPPRESS)
+    add_peer_arguments(parser)
     args = parser.parse_args()
-    if args.worker:
-        print(json.dumps(worker(args.worker, json.loads(args.job))))
+    if handle_worker(args, worker):
         return
 
-    sb3_python = None if args.no_sb3 else find_sb3_python(args.sb3_python)
+    sb3_python = peer_python(args)
     script = os.path.abspath(__file__)
     print(
         f"A2C {ENV_ID} (RL-Zoo: {N_ENVS} envs, {args.timesteps} steps, ent_coef 0.0) | seeds {args.seeds} | "

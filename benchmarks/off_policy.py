@@ -36,7 +36,18 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _harness import evaluate, find_sb3_python, import_library, median, print_table, run_worker, timed_learn  # noqa: E402
+from _harness import (  # noqa: E402
+    DQN_CARTPOLE_ZOO,
+    add_peer_arguments,
+    evaluate,
+    handle_worker,
+    import_library,
+    median,
+    peer_python,
+    print_table,
+    run_worker,
+    timed_learn,
+)
 
 # name -> class, env, steps, threshold, constructor kwargs (action noise std handled separately)
 SETUPS: dict[str, dict[str, Any]] = {
@@ -56,19 +67,7 @@ SETUPS: dict[str, dict[str, Any]] = {
         env="CartPole-v1",
         steps=50_000,
         threshold=450.0,
-        kwargs=dict(
-            learning_rate=2.3e-3,
-            batch_size=64,
-            buffer_size=100_000,
-            learning_starts=1000,
-            gamma=0.99,
-            target_update_interval=10,
-            train_freq=256,
-            gradient_steps=128,
-            exploration_fraction=0.16,
-            exploration_final_eps=0.04,
-            policy_kwargs=dict(net_arch=[256, 256]),
-        ),
+        kwargs=DQN_CARTPOLE_ZOO,
     ),
 }
 
@@ -101,19 +100,13 @@ def main() -> None:
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
     parser.add_argument("--quick", action="store_true", help="a quarter of the steps; thresholds not checked")
     parser.add_argument("--eval-episodes", type=int, default=10)
-    parser.add_argument(
-        "--sb3-python", default=None, help="interpreter with stable_baselines3 (or $SB3_PYTHON)"
-    )
-    parser.add_argument("--no-sb3", action="store_true", help="skip SB3 even when it is available")
     parser.add_argument("--json", default=None, help="write every result to this JSON file")
-    parser.add_argument("--worker", choices=["mlx", "sb3"], help=argparse.SUPPRESS)
-    parser.add_argument("--job", help=argparse.SUPPRESS)
+    add_peer_arguments(parser)
     args = parser.parse_args()
-    if args.worker:
-        print(json.dumps(worker(args.worker, json.loads(args.job))))
+    if handle_worker(args, worker):
         return
 
-    sb3_python = None if args.no_sb3 else find_sb3_python(args.sb3_python)
+    sb3_python = peer_python(args)
     script = os.path.abspath(__file__)
     print(
         f"Off-policy benchmark | algos {args.algos} | seeds {args.seeds} | SB3: {sb3_python or 'not available'}"

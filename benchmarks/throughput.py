@@ -15,7 +15,6 @@ The two libraries alternate, ``--reps`` times each; the table shows medians and 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -24,7 +23,16 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
-from _harness import find_sb3_python, import_library, median, print_table, run_worker  # noqa: E402
+from _harness import (  # noqa: E402
+    DQN_CARTPOLE_ZOO,
+    add_peer_arguments,
+    handle_worker,
+    import_library,
+    median,
+    peer_python,
+    print_table,
+    run_worker,
+)
 
 # name -> (class name, env id, n_envs, constructor kwargs, warmup steps, timed steps)
 SETUPS: dict[str, dict[str, Any]] = {
@@ -36,19 +44,7 @@ SETUPS: dict[str, dict[str, Any]] = {
         cls="DQN",
         env="CartPole-v1",
         n_envs=1,
-        kwargs=dict(
-            learning_rate=2.3e-3,
-            batch_size=64,
-            buffer_size=100_000,
-            learning_starts=1000,
-            gamma=0.99,
-            target_update_interval=10,
-            train_freq=256,
-            gradient_steps=128,
-            exploration_fraction=0.16,
-            exploration_final_eps=0.04,
-            policy_kwargs=dict(net_arch=[256, 256]),
-        ),
+        kwargs=DQN_CARTPOLE_ZOO,
         warmup=1280,
         steps=5120,
     ),
@@ -116,21 +112,17 @@ def main() -> None:
     )
     parser.add_argument("--algos", nargs="+", default=list(SETUPS), choices=list(SETUPS))
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--sb3-python", default=None)
-    parser.add_argument("--no-sb3", action="store_true")
     parser.add_argument("--profile", action="store_true", help="print where an iteration's time goes")
     parser.add_argument("--plot", default=None, help="write a bar chart of the ratios to this PNG")
-    parser.add_argument("--worker", choices=["mlx", "sb3"], help=argparse.SUPPRESS)
-    parser.add_argument("--job", help=argparse.SUPPRESS)
+    add_peer_arguments(parser)
     args = parser.parse_args()
-    if args.worker:
-        print(json.dumps(worker(args.worker, json.loads(args.job))))
+    if handle_worker(args, worker):
         return
 
     script = os.path.abspath(__file__)
     if args.profile:
         libraries = ["mlx"]
-        sb3_python = find_sb3_python(args.sb3_python) if not args.no_sb3 else None
+        sb3_python = peer_python(args)
         if sb3_python:
             libraries.append("sb3")
         for algo in args.algos:
@@ -146,7 +138,7 @@ def main() -> None:
                 print_table(["part", "seconds", "%"], rows)
         return
 
-    sb3_python = None if args.no_sb3 else find_sb3_python(args.sb3_python)
+    sb3_python = peer_python(args)
     print(f"Throughput | algos {args.algos} | reps {args.reps} | SB3: {sb3_python or 'not available'}")
     fps: dict[str, dict[str, list[float]]] = {algo: {"mlx": [], "sb3": []} for algo in args.algos}
     for rep in range(args.reps):
