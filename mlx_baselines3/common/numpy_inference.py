@@ -192,11 +192,12 @@ class NumpyActorCritic:
     def values(self, obs: np.ndarray) -> np.ndarray:
         """Value estimates ``[B, 1]``."""
         self.ensure_current()
-        return self._values_unchecked(obs)
+        return self._values_from_features(self._features(obs))
 
-    def _values_unchecked(self, obs: np.ndarray) -> np.ndarray:
+    def _values_from_features(self, features: np.ndarray) -> np.ndarray:
+        # Both extractors are FlattenExtractor (no parameters): actor and critic see the same features
         assert self._vf_plan is not None
-        latent_vf = self._mlp(self._features(obs), self._vf_plan, "mlp_extractor.value_net")
+        latent_vf = self._mlp(features, self._vf_plan, "mlp_extractor.value_net")
         return self._linear(latent_vf, "value_net")
 
     def __call__(self, obs: np.ndarray, deterministic: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -206,7 +207,7 @@ class NumpyActorCritic:
         features = self._features(obs)
         latent_pi = self._mlp(features, self._pi_plan, "mlp_extractor.policy_net")
         actions, log_prob = self._sample(self._linear(latent_pi, "action_net"), deterministic)
-        values = self._values_unchecked(obs)
+        values = self._values_from_features(features)
         return actions.reshape((-1, *self.policy.action_space.shape)), values, log_prob
 
     def _sample(self, params: np.ndarray, deterministic: bool) -> tuple[np.ndarray, np.ndarray]:

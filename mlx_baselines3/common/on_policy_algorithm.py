@@ -330,10 +330,15 @@ class OnPolicyAlgorithm(BaseAlgorithm):
         assert self.policy.optimizer is not None
         state = [self.policy.state, self.policy.optimizer.state]
         snapshot = snapshot_state(state)
+        plan = self._minibatch_plan(total, batch_size, n_epochs)
+        # Every minibatch index of the update moves to MLX in one transfer; chunks are views of it
+        all_indices = mx.array(np.concatenate([indices.reshape(-1) for indices, _ in plan]))
+        offsets = np.cumsum([0] + [indices.size for indices, _ in plan])
         outputs: list[tuple[mx.array, ...]] = []
         epoch_of_step: list[np.ndarray] = []
-        for indices, epochs in self._minibatch_plan(total, batch_size, n_epochs):
-            result = step_fn(mx_data, mx.array(indices), hyper)
+        for (indices, epochs), offset in zip(plan, offsets):
+            chunk_indices = all_indices[int(offset) : int(offset) + indices.size].reshape(indices.shape)
+            result = step_fn(mx_data, chunk_indices, hyper)
             mx.async_eval(result)
             outputs.append(result)
             epoch_of_step.append(epochs)
