@@ -42,7 +42,7 @@ from mlx_baselines3.common.type_aliases import (
     TrainFreq,
     TrainFrequencyUnit,
 )
-from mlx_baselines3.common.utils import safe_mean, should_collect_more_steps
+from mlx_baselines3.common.utils import obs_as_mx, safe_mean, should_collect_more_steps
 from mlx_baselines3.common.vec_env import VecEnv
 
 SelfOffPolicyAlgorithm = TypeVar("SelfOffPolicyAlgorithm", bound="OffPolicyAlgorithm")
@@ -92,22 +92,11 @@ def batch_to_mx(samples: Any, gamma: float) -> tuple[Any, ...]:
     ``gamma`` everywhere unless the buffer computed n-step discounts.
     """
 
-    def convert(value: Any) -> Any:
-        if isinstance(value, dict):
-            return {key: mx.array(np.ascontiguousarray(item)) for key, item in value.items()}
-        return mx.array(np.ascontiguousarray(value))
-
     discounts = samples.discounts
     if discounts is None:
         discounts = np.full_like(samples.rewards, gamma, dtype=np.float32)
-    return (
-        convert(samples.observations),
-        convert(samples.actions),
-        convert(samples.next_observations),
-        convert(samples.dones),
-        convert(samples.rewards),
-        convert(discounts),
-    )
+    fields = (samples.observations, samples.actions, samples.next_observations, samples.dones, samples.rewards)
+    return tuple(obs_as_mx(field) for field in (*fields, discounts))
 
 
 class OffPolicyAlgorithm(BaseAlgorithm):

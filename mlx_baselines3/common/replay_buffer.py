@@ -14,12 +14,12 @@ from __future__ import annotations
 import warnings
 from typing import Any
 
-import mlx.core as mx
 import numpy as np
 from gymnasium import spaces
 
 from mlx_baselines3.common.rollout_buffer import BaseBuffer
 from mlx_baselines3.common.type_aliases import DictReplayBufferSamples, ReplayBufferSamples
+from mlx_baselines3.common.utils import obs_as_mx
 
 try:  # optional: only used to warn when the buffer would not fit in memory
     import psutil
@@ -32,10 +32,6 @@ __all__ = ["ReplayBuffer", "NStepReplayBuffer", "DictReplayBuffer"]
 def _cast_action_dtype(dtype: np.dtype) -> np.dtype:
     """float64 actions are stored as float32 (the networks work in float32)."""
     return np.dtype(np.float32) if np.dtype(dtype) == np.float64 else np.dtype(dtype)
-
-
-def _to_mx(array: np.ndarray) -> mx.array:
-    return mx.array(np.ascontiguousarray(array))
 
 
 class ReplayBuffer(BaseBuffer):
@@ -217,21 +213,9 @@ class ReplayBuffer(BaseBuffer):
 
     @staticmethod
     def _as_mx(samples: Any) -> Any:
-        converted: list[Any] = []
-        for item in samples:
-            if item is None:
-                converted.append(None)
-            elif isinstance(item, dict):
-                converted.append({key: _to_mx(value) for key, value in item.items()})
-            else:
-                converted.append(_to_mx(item))
-        return type(samples)(*converted)
+        return type(samples)(*(None if item is None else obs_as_mx(item) for item in samples))
 
-    def to_mlx(self, array: np.ndarray, copy: bool = True) -> mx.array:
-        """Convert a NumPy array to ``mx.array`` (SB3's ``to_torch``)."""
-        return _to_mx(np.array(array) if copy else array)
-
-    to_torch = to_mlx
+    to_torch = BaseBuffer.to_mlx
 
     @staticmethod
     def _normalize_obs(obs: Any, env: Any = None) -> Any:

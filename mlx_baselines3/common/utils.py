@@ -182,7 +182,10 @@ def get_device(device: str | Any = "auto") -> mx.Device:
 
 
 def obs_as_mx(obs: np.ndarray | dict[str, np.ndarray]) -> mx.array | dict[str, mx.array]:
-    """Move a NumPy observation (or a dict of them) to MLX (float64 becomes float32: GPUs lack float64)."""
+    """Move a NumPy array (or a dict of them) to MLX (float64 becomes float32: GPUs lack float64).
+
+    The one NumPy -> MLX conversion used for observations, rollouts and replay samples.
+    """
     if isinstance(obs, dict):
         return {key: _to_mx(value) for key, value in obs.items()}
     return _to_mx(obs)
