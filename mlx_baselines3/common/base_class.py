@@ -37,6 +37,7 @@ from mlx_baselines3.common.vec_env import (
     DummyVecEnv,
     VecEnv,
     VecNormalize,
+    VecTransposeImage,
     is_vecenv_wrapped,
     unwrap_vec_normalize,
 )
@@ -223,8 +224,6 @@ class BaseAlgorithm(ABC):
                 print("Wrapping the env in a DummyVecEnv.")
             env = DummyVecEnv([lambda: env])  # type: ignore[list-item,return-value]
         check_for_nested_spaces(env.observation_space)
-        from mlx_baselines3.common.vec_env import VecTransposeImage
-
         if not is_vecenv_wrapped(env, VecTransposeImage):
             wrap_with_vectranspose = False
             if isinstance(env.observation_space, spaces.Dict):

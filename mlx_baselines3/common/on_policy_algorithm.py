@@ -527,6 +527,3 @@ class OnPolicyAlgorithm(BaseAlgorithm):
             self.train()
         callback.on_training_end()
         return self
-
-    def _get_mlx_save_params(self) -> tuple[list[str], list[str]]:
-        return ["policy"], ["policy.optimizer"]
