@@ -10,6 +10,7 @@ import gymnasium as gym
 import numpy as np
 
 from mlx_baselines3.common import type_aliases
+from mlx_baselines3.common.thread_placement import mlx_threads_on_one_core
 from mlx_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecMonitor, is_vecenv_wrapped
 
 
@@ -66,37 +67,38 @@ def evaluate_policy(
     observations = env.reset()
     states = None
     episode_starts = np.ones((env.num_envs,), dtype=bool)
-    while (episode_counts < episode_count_targets).any():
-        actions, states = model.predict(
-            observations,  # type: ignore[arg-type]
-            state=states,
-            episode_start=episode_starts,
-            deterministic=deterministic,
-        )
-        new_observations, rewards, dones, infos = env.step(actions)
-        current_rewards += rewards
-        current_lengths += 1
-        for i in range(n_envs):
-            if episode_counts[i] < episode_count_targets[i]:
-                reward, done, info = rewards[i], dones[i], infos[i]
-                episode_starts[i] = done
-                if callback is not None:
-                    callback(locals(), globals())
-                if dones[i]:
-                    if is_monitor_wrapped:
-                        if "episode" in info.keys():
-                            episode_rewards.append(float(info["episode"]["r"]))
-                            episode_lengths.append(int(info["episode"]["l"]))
+    with mlx_threads_on_one_core():  # each predict() evaluates a small MLX graph
+        while (episode_counts < episode_count_targets).any():
+            actions, states = model.predict(
+                observations,  # type: ignore[arg-type]
+                state=states,
+                episode_start=episode_starts,
+                deterministic=deterministic,
+            )
+            new_observations, rewards, dones, infos = env.step(actions)
+            current_rewards += rewards
+            current_lengths += 1
+            for i in range(n_envs):
+                if episode_counts[i] < episode_count_targets[i]:
+                    reward, done, info = rewards[i], dones[i], infos[i]
+                    episode_starts[i] = done
+                    if callback is not None:
+                        callback(locals(), globals())
+                    if dones[i]:
+                        if is_monitor_wrapped:
+                            if "episode" in info.keys():
+                                episode_rewards.append(float(info["episode"]["r"]))
+                                episode_lengths.append(int(info["episode"]["l"]))
+                                episode_counts[i] += 1
+                        else:
+                            episode_rewards.append(float(current_rewards[i]))
+                            episode_lengths.append(int(current_lengths[i]))
                             episode_counts[i] += 1
-                    else:
-                        episode_rewards.append(float(current_rewards[i]))
-                        episode_lengths.append(int(current_lengths[i]))
-                        episode_counts[i] += 1
-                    current_rewards[i] = 0
-                    current_lengths[i] = 0
-        observations = new_observations
-        if render:
-            env.render()
+                        current_rewards[i] = 0
+                        current_lengths[i] = 0
+            observations = new_observations
+            if render:
+                env.render()
     mean_reward = float(np.mean(episode_rewards))
     std_reward = float(np.std(episode_rewards))
     if reward_threshold is not None:

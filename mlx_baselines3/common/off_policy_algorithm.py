@@ -34,6 +34,7 @@ from mlx_baselines3.common.compile import (
 from mlx_baselines3.common.noise import ActionNoise, VectorizedActionNoise
 from mlx_baselines3.common.policies import BasePolicy
 from mlx_baselines3.common.replay_buffer import DictReplayBuffer, NStepReplayBuffer, ReplayBuffer
+from mlx_baselines3.common.thread_placement import mlx_threads_on_one_core
 from mlx_baselines3.common.type_aliases import (
     GymEnv,
     MaybeCallback,
@@ -388,33 +389,34 @@ class OffPolicyAlgorithm(BaseAlgorithm):
         :param reset_num_timesteps: restart the timestep counter (False continues a run)
         :param progress_bar: show a progress bar
         """
-        total_timesteps, callback = self._setup_learn(
-            total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
-        )
-        callback.on_training_start(locals(), globals())
-        assert self.env is not None, "You must set the environment before calling learn()"
-        assert isinstance(self.train_freq, TrainFreq)
-        assert self.replay_buffer is not None
-        while self.num_timesteps < total_timesteps:
-            rollout = self.collect_rollouts(
-                self.env,
-                train_freq=self.train_freq,
-                action_noise=self.action_noise,
-                callback=callback,
-                learning_starts=self.learning_starts,
-                replay_buffer=self.replay_buffer,
-                log_interval=log_interval,
+        with mlx_threads_on_one_core():
+            total_timesteps, callback = self._setup_learn(
+                total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
             )
-            if not rollout.continue_training:
-                break
-            if self.num_timesteps > 0 and self.num_timesteps > self.learning_starts:
-                # gradient_steps=-1: as many gradient steps as env steps collected
-                gradient_steps = (
-                    self.gradient_steps if self.gradient_steps >= 0 else rollout.episode_timesteps
+            callback.on_training_start(locals(), globals())
+            assert self.env is not None, "You must set the environment before calling learn()"
+            assert isinstance(self.train_freq, TrainFreq)
+            assert self.replay_buffer is not None
+            while self.num_timesteps < total_timesteps:
+                rollout = self.collect_rollouts(
+                    self.env,
+                    train_freq=self.train_freq,
+                    action_noise=self.action_noise,
+                    callback=callback,
+                    learning_starts=self.learning_starts,
+                    replay_buffer=self.replay_buffer,
+                    log_interval=log_interval,
                 )
-                if gradient_steps > 0:
-                    self.train(batch_size=self.batch_size, gradient_steps=gradient_steps)
-        callback.on_training_end()
+                if not rollout.continue_training:
+                    break
+                if self.num_timesteps > 0 and self.num_timesteps > self.learning_starts:
+                    # gradient_steps=-1: as many gradient steps as env steps collected
+                    gradient_steps = (
+                        self.gradient_steps if self.gradient_steps >= 0 else rollout.episode_timesteps
+                    )
+                    if gradient_steps > 0:
+                        self.train(batch_size=self.batch_size, gradient_steps=gradient_steps)
+            callback.on_training_end()
         return self
 
     def train(self, gradient_steps: int, batch_size: int) -> None:

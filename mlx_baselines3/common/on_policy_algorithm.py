@@ -27,6 +27,7 @@ from mlx_baselines3.common.compile import (
 from mlx_baselines3.common.numpy_inference import NumpyActorCritic
 from mlx_baselines3.common.policies import ActorCriticPolicy
 from mlx_baselines3.common.rollout_buffer import DictRolloutBuffer, RolloutBuffer
+from mlx_baselines3.common.thread_placement import mlx_threads_on_one_core
 from mlx_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
 from mlx_baselines3.common.utils import obs_as_mx, safe_mean
 from mlx_baselines3.common.vec_env import VecEnv
@@ -511,19 +512,20 @@ class OnPolicyAlgorithm(BaseAlgorithm):
     ) -> SelfOnPolicyAlgorithm:
         """Collect rollouts and update, until ``total_timesteps`` env steps have been taken."""
         iteration = 0
-        total_timesteps, callback = self._setup_learn(
-            total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
-        )
-        callback.on_training_start(locals(), globals())
-        assert self.env is not None
-        while self.num_timesteps < total_timesteps:
-            continue_training = self.collect_rollouts(self.env, callback, self.rollout_buffer, self.n_steps)
-            if not continue_training:
-                break
-            iteration += 1
-            self._update_current_progress_remaining(self.num_timesteps, total_timesteps)
-            if log_interval is not None and iteration % log_interval == 0:
-                self.dump_logs(iteration)
-            self.train()
-        callback.on_training_end()
+        with mlx_threads_on_one_core():
+            total_timesteps, callback = self._setup_learn(
+                total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
+            )
+            callback.on_training_start(locals(), globals())
+            assert self.env is not None
+            while self.num_timesteps < total_timesteps:
+                continue_training = self.collect_rollouts(self.env, callback, self.rollout_buffer, self.n_steps)
+                if not continue_training:
+                    break
+                iteration += 1
+                self._update_current_progress_remaining(self.num_timesteps, total_timesteps)
+                if log_interval is not None and iteration % log_interval == 0:
+                    self.dump_logs(iteration)
+                self.train()
+            callback.on_training_end()
         return self

@@ -1,0 +1,88 @@
+"""Thread placement while training: the Python thread and MLX's CPU worker share one core."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+
+import gymnasium as gym
+import mlx.core as mx
+import pytest
+
+from mlx_baselines3 import PPO
+from mlx_baselines3.common import thread_placement
+from mlx_baselines3.common.callbacks import BaseCallback
+from mlx_baselines3.common.thread_placement import (
+    PIN_THREADS_ENV_VAR,
+    find_mlx_cpu_worker,
+    mlx_threads_on_one_core,
+)
+
+pytestmark = pytest.mark.skipif(
+    not sys.platform.startswith("linux") or len(os.sched_getaffinity(0)) < 2,
+    reason="thread placement applies on Linux with at least two usable cores",
+)
+
+
+def _affinities() -> dict[int, set[int]]:
+    return {int(tid): os.sched_getaffinity(int(tid)) for tid in os.listdir("/proc/self/task")}
+
+
+def test_worker_is_the_thread_that_runs_mlx_operations() -> None:
+    worker = find_mlx_cpu_worker()
+    assert worker is not None
+    assert worker != threading.get_native_id()
+    assert os.path.exists(f"/proc/self/task/{worker}")
+    # Evaluating MLX work wakes that thread: its voluntary context switches grow.
+    before = thread_placement._sleeps_per_thread()[worker]
+    value = mx.zeros((1,))
+    for _ in range(20):
+        value = value + 1
+        mx.eval(value)
+    assert thread_placement._sleeps_per_thread()[worker] - before >= 10
+
+
+def test_pins_caller_and_worker_together_and_restores() -> None:
+    before = _affinities()
+    worker = find_mlx_cpu_worker()
+    assert worker is not None
+    with mlx_threads_on_one_core():
+        inside = _affinities()
+        caller = inside[threading.get_native_id()]
+        assert len(caller) == 1
+        assert inside[worker] == caller
+        others = {tid: cpus for tid, cpus in inside.items() if tid not in (worker, threading.get_native_id())}
+        assert all(cpus == before[tid] for tid, cpus in others.items()), "only the two threads move"
+        with mlx_threads_on_one_core():  # nested: unchanged
+            assert _affinities()[worker] == caller
+        assert _affinities()[worker] == caller
+    assert _affinities() == before
+
+
+def test_restores_when_the_block_raises() -> None:
+    before = _affinities()
+    with pytest.raises(RuntimeError, match="boom"), mlx_threads_on_one_core():
+        raise RuntimeError("boom")
+    assert _affinities() == before
+
+
+def test_environment_variable_turns_it_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(PIN_THREADS_ENV_VAR, "0")
+    before = _affinities()
+    with mlx_threads_on_one_core():
+        assert _affinities() == before
+
+
+def test_learn_runs_pinned_and_restores() -> None:
+    seen: list[int] = []
+
+    class RecordAffinity(BaseCallback):
+        def _on_step(self) -> bool:
+            seen.append(len(os.sched_getaffinity(0)))
+            return True
+
+    before = os.sched_getaffinity(0)
+    PPO("MlpPolicy", gym.make("CartPole-v1"), n_steps=16, batch_size=16, n_epochs=1).learn(32, callback=RecordAffinity())
+    assert seen and set(seen) == {1}
+    assert os.sched_getaffinity(0) == before
