@@ -28,8 +28,12 @@ Control it with the environment variable ``MLX_BASELINES3_BLAS``:
   ``libopenblas.so.0``): use that one.
 
 Threads: if ``OPENBLAS_NUM_THREADS`` is unset, the library is set to :data:`DEFAULT_NUM_THREADS`
-(1): reinforcement-learning networks multiply small matrices, where a second thread costs more
-than it brings, and OpenBLAS threads spin while they wait. :func:`set_blas_num_threads` changes it.
+(2, or 1 on a single usable core). Training keeps the Python thread and MLX's worker on one core
+(:mod:`mlx_baselines3.common.thread_placement`), so a second BLAS thread has the other core: on
+the 2-core Linux machines this project is measured on, a 256x256x256 product went from 143 to
+216 GFLOP/s and SAC/TD3 with 256x256 networks trained 15-20% faster. Products of small networks
+(PPO's 64x64) stay below OpenBLAS's threading threshold and run on one thread either way.
+:func:`set_blas_num_threads` changes it.
 
 Nothing happens on macOS (MLX uses Accelerate there) or on other systems.
 """
@@ -60,7 +64,7 @@ __all__ = [
 BLAS_ENV_VAR = "MLX_BASELINES3_BLAS"
 """Environment variable that disables the optimized BLAS (``0``/``off``) or names a library path."""
 
-DEFAULT_NUM_THREADS = 1
+DEFAULT_NUM_THREADS = min(2, len(os.sched_getaffinity(0))) if hasattr(os, "sched_getaffinity") else 2
 """Threads given to the optimized BLAS when ``OPENBLAS_NUM_THREADS`` is not set."""
 
 _OFF_VALUES = frozenset({"0", "off", "false", "no", "none"})
