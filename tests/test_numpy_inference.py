@@ -88,3 +88,67 @@ def test_rollouts_use_it_on_cpu_and_both_paths_train():
     with pytest.raises(ValueError, match="action_selection"):
         mlx_model.action_selection = "fast"
         mlx_model.learn(16)
+
+
+# -- DQN's greedy action and TD3's deterministic actor --------------------------------------------
+
+
+def _mlx_actions(policy, obs):
+    obs_mx, _ = policy.obs_to_tensor(obs)
+    return np.array(policy._predict(obs_mx, deterministic=True))
+
+
+@pytest.mark.parametrize("activation_fn", [nn.ReLU, nn.Tanh])
+def test_dqn_greedy_action_numpy_equals_mlx_and_follows_training(activation_fn):
+    from mlx_baselines3 import DQN
+
+    model = DQN(
+        "MlpPolicy",
+        "CartPole-v1",
+        learning_starts=0,
+        train_freq=8,
+        gradient_steps=8,
+        batch_size=16,
+        policy_kwargs=dict(net_arch=[32, 32], activation_fn=activation_fn),
+        seed=0,
+    )
+    policy = model.policy
+    obs = np.random.default_rng(0).normal(scale=2.0, size=(256, 4)).astype(np.float32)
+    numpy_actions = policy._predict_numpy(obs, deterministic=True)
+    assert numpy_actions is not None
+    np.testing.assert_array_equal(numpy_actions, _mlx_actions(policy, obs))
+    q_before = policy.q_net._numpy_replicas["q_net"](obs).copy()
+    model.learn(64)  # gradient steps replace the MLX parameters: the copy must follow
+    after_numpy = policy._predict_numpy(obs, deterministic=True)
+    np.testing.assert_array_equal(after_numpy, _mlx_actions(policy, obs))
+    q_numpy = policy.q_net._numpy_replicas["q_net"](obs)
+    q_mlx = np.array(policy.q_net(policy.obs_to_tensor(obs)[0]))
+    np.testing.assert_allclose(q_numpy, q_mlx, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(q_numpy, q_before), "training changed the Q-values; a stale copy would not see it"
+    # predict() (single and batched observation) returns the greedy action
+    assert model.predict(obs[0], deterministic=True)[0] == after_numpy[0]
+    np.testing.assert_array_equal(model.predict(obs[:5], deterministic=True)[0], after_numpy[:5])
+
+
+def test_td3_actor_numpy_equals_mlx_after_training():
+    from mlx_baselines3 import TD3
+
+    model = TD3("MlpPolicy", "Pendulum-v1", learning_starts=0, train_freq=8, gradient_steps=4, batch_size=16, seed=0)
+    obs = np.random.default_rng(1).uniform(-1, 1, size=(64, 3)).astype(np.float32)
+    model.learn(40)
+    numpy_actions = model.policy._predict_numpy(obs, deterministic=True)
+    assert numpy_actions is not None
+    np.testing.assert_allclose(numpy_actions, _mlx_actions(model.policy, obs), rtol=1e-5, atol=1e-6)
+    unscaled, _ = model.predict(obs[:2], deterministic=True)
+    np.testing.assert_allclose(unscaled, model.policy.unscale_action(numpy_actions[:2]), rtol=1e-5, atol=1e-6)
+
+
+def test_numpy_actions_not_used_for_images_or_dicts():
+    from mlx_baselines3 import DQN
+    from mlx_baselines3.common.envs import SimpleMultiObsEnv
+
+    model = DQN("MultiInputPolicy", SimpleMultiObsEnv(), learning_starts=0, buffer_size=100)
+    obs = {key: np.stack([space.sample()] * 2) for key, space in model.observation_space.spaces.items()}
+    assert model.policy._predict_numpy(obs, deterministic=True) is None
+    actions, _ = model.predict(obs, deterministic=True)
+    assert actions.shape == (2,)

@@ -19,6 +19,7 @@ from typing import Any
 import mlx.nn as nn
 import numpy as np
 from gymnasium import spaces
+from mlx.utils import tree_flatten
 
 from mlx_baselines3.common.distributions import (
     BernoulliDistribution,
@@ -68,6 +69,95 @@ def _sequential_plan(sequential: nn.Module) -> list[tuple[str, Any]] | None:
                 return None
             plan.append(("act", fn))
     return plan
+
+
+def _sources_of(module: nn.Module) -> list[tuple[Any, Any, Any]]:
+    """``(container, key, array)`` of each parameter of ``module``: where to look for replacements."""
+    sources: list[tuple[Any, Any, Any]] = []
+    flat: Any = tree_flatten(module.parameters())
+    for name, value in flat:
+        *path, last = name.split(".")
+        container: Any = module
+        for part in path:
+            container = container[int(part)] if isinstance(container, list) else container[part]
+        sources.append((container, int(last) if isinstance(container, list) else last, value))
+    return sources
+
+
+class NumpySequential:
+    """A NumPy copy of an ``nn.Sequential`` of ``nn.Linear`` layers and common activations.
+
+    Used for the greedy/deterministic actions of DQN's Q-network and TD3/DDPG's actor: one
+    observation through a 256x256 MLP costs ~15 us in NumPy against ~90 us for an MLX call on the
+    CPU. The weights are re-copied whenever an MLX parameter was replaced (the same identity check
+    as :meth:`NumpyActorCritic.ensure_current`).
+
+    :param sequential: the MLX network it copies (build with :meth:`from_sequential`)
+    """
+
+    def __init__(self, sequential: nn.Sequential) -> None:
+        plan = _sequential_plan(sequential)
+        assert plan is not None, "use NumpySequential.from_sequential"
+        self.sequential = sequential
+        self._plan = plan
+        self._sources: list[tuple[Any, Any, Any]] = []
+        self._layers: list[tuple[np.ndarray, np.ndarray | None] | Callable[[np.ndarray], np.ndarray]] = []
+        self.refresh()
+
+    @classmethod
+    def from_sequential(cls, sequential: Any) -> NumpySequential | None:
+        """The replica, or None when ``sequential`` has a layer it does not cover."""
+        return cls(sequential) if _sequential_plan(sequential) is not None else None
+
+    def refresh(self) -> None:
+        """Copy the current MLX parameters."""
+        self._sources = _sources_of(self.sequential)
+        layers = self.sequential.layers
+        self._layers = []
+        for kind, item in self._plan:
+            if kind == "linear":
+                bias = layers[item].get("bias")
+                self._layers.append(
+                    (np.array(layers[item]["weight"]).T.copy(), None if bias is None else np.array(bias))
+                )
+            else:
+                self._layers.append(item)
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """The network's output for a float32 batch ``[B, in_features]``."""
+        if any(container[key] is not array for container, key, array in self._sources):
+            self.refresh()
+        for layer in self._layers:
+            if isinstance(layer, tuple):
+                weight_t, bias = layer
+                x = x @ weight_t if bias is None else x @ weight_t + bias
+            else:
+                x = layer(x)
+        return x
+
+
+def numpy_replica(module: nn.Module, name: str) -> NumpySequential | None:
+    """The NumPy copy of the ``nn.Sequential`` ``module.<name>``, built once and kept on ``module``
+    (None when it has a layer the copy does not cover)."""
+    cache = module.__dict__.setdefault("_numpy_replicas", {})
+    sequential = getattr(module, name)
+    replica = cache.get(name)
+    if replica is None or (replica is not False and replica.sequential is not sequential):
+        replica = NumpySequential.from_sequential(sequential) or False
+        cache[name] = replica
+    return replica or None
+
+
+def flat_box_features(policy: Any, obs: np.ndarray) -> np.ndarray | None:
+    """The features a ``FlattenExtractor`` gives for a batch of non-image Box observations, else None."""
+    from mlx_baselines3.common.preprocessing import is_image_space
+
+    space = policy.observation_space
+    if type(getattr(policy, "features_extractor", None)) is not FlattenExtractor:
+        return None
+    if not isinstance(space, spaces.Box) or is_image_space(space):
+        return None
+    return np.asarray(obs).reshape(len(obs), -1).astype(np.float32, copy=False)
 
 
 class NumpyActorCritic:
@@ -138,15 +228,8 @@ class NumpyActorCritic:
 
     def refresh(self) -> None:
         """Copy the current MLX parameters (done automatically when they change, see :meth:`ensure_current`)."""
-        self._weights = {}
-        self._sources: list[tuple[Any, Any, Any]] = []  # (container, key, array) of each parameter
-        for name, value in self.policy.state_dict().items():
-            self._weights[name] = np.array(value)
-            *path, last = name.split(".")
-            container: Any = self.policy
-            for part in path:
-                container = container[int(part)] if isinstance(container, list) else container[part]
-            self._sources.append((container, int(last) if isinstance(container, list) else last, value))
+        self._weights = {name: np.array(value) for name, value in self.policy.state_dict().items()}
+        self._sources = _sources_of(self.policy)
 
     def ensure_current(self) -> None:
         """Re-copy the parameters if any was replaced since the last copy.

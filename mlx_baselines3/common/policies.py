@@ -220,6 +220,12 @@ class BaseModel(nn.Module):
 
     def obs_to_tensor(self, observation: np.ndarray | dict[str, np.ndarray]) -> tuple[Any, bool]:
         """NumPy observation(s) -> batched MLX array(s), and whether the input was a batch."""
+        batch, vectorized_env = self.batched_observation(observation)
+        return obs_as_mx(batch), vectorized_env
+
+    def batched_observation(self, observation: np.ndarray | dict[str, np.ndarray]) -> tuple[Any, bool]:
+        """NumPy observation(s) -> a NumPy batch (dict of batches for Dict spaces), and whether the
+        input was a batch. Raises a ValueError naming the problem for a wrong space or shape."""
         if isinstance(observation, dict):
             if not isinstance(self.observation_space, spaces.Dict):
                 raise ValueError(
@@ -233,7 +239,7 @@ class BaseModel(nn.Module):
             for key, sub_space in self.observation_space.spaces.items():
                 obs = maybe_transpose(np.asarray(observation[key]), sub_space)
                 vectorized_env = vectorized_env or is_vectorized_observation(obs, sub_space)
-                result[key] = obs_as_mx(obs.reshape((-1, *(sub_space.shape or ()))))  # type: ignore[assignment]
+                result[key] = obs.reshape((-1, *(sub_space.shape or ())))
             return result, vectorized_env
         if isinstance(self.observation_space, spaces.Dict):
             raise ValueError(
@@ -241,7 +247,7 @@ class BaseModel(nn.Module):
             )
         obs = maybe_transpose(np.asarray(observation), self.observation_space)
         vectorized_env = self.is_vectorized_observation(obs)
-        return obs_as_mx(obs.reshape((-1, *self.observation_space.shape))), vectorized_env
+        return obs.reshape((-1, *self.observation_space.shape)), vectorized_env
 
     # -- saving ----------------------------------------------------------------------------------
 
@@ -331,6 +337,14 @@ class BasePolicy(BaseModel):
     def _predict(self, observation: Any, deterministic: bool = False) -> mx.array:
         """Actions for a batch of preprocessed-ready MLX observations."""
 
+    def _predict_numpy(self, observation: Any, deterministic: bool) -> np.ndarray | None:
+        """Actions computed with NumPy for a NumPy batch, or None to use the compiled MLX path.
+
+        Policies whose action for a few observations is a small MLP override this (DQN's greedy
+        action, TD3's deterministic actor): NumPy is several times cheaper than an MLX call there.
+        """
+        return None
+
     def _predict_compiled(self, observation: Any, deterministic: bool) -> mx.array:
         """``_predict`` compiled once per ``deterministic`` flag (policy + RNG state declared)."""
         fn = self._compiled_predict.get(deterministic)
@@ -358,8 +372,10 @@ class BasePolicy(BaseModel):
                 "You are probably mixing Gym API with SB3 VecEnv API: `obs, info = env.reset()` (Gym API) "
                 "vs `obs = vec_env.reset()` (VecEnv API)."
             )
-        obs_tensor, vectorized_env = self.obs_to_tensor(observation)
-        actions = np.array(self._predict_compiled(obs_tensor, deterministic))
+        batch, vectorized_env = self.batched_observation(observation)
+        actions = self._predict_numpy(batch, deterministic)
+        if actions is None:
+            actions = np.array(self._predict_compiled(obs_as_mx(batch), deterministic))
         actions = actions.reshape((-1, *self.action_space.shape))
         actions = self.postprocess_actions(actions)
         if not vectorized_env:

@@ -7,6 +7,7 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
+import numpy as np
 from gymnasium import spaces
 
 from mlx_baselines3.common.critics import make_module_optimizer
@@ -17,6 +18,7 @@ from mlx_baselines3.common.layers import (
     NatureCNN,
     create_mlp,
 )
+from mlx_baselines3.common.numpy_inference import flat_box_features, numpy_replica
 from mlx_baselines3.common.policies import BasePolicy, with_features_extractor
 from mlx_baselines3.common.type_aliases import Schedule
 
@@ -68,6 +70,12 @@ class QNetwork(BasePolicy):
     def _predict(self, observation: Any, deterministic: bool = True) -> mx.array:
         # Greedy action; epsilon-greedy exploration is done by DQN.predict
         return mx.argmax(self(observation), axis=1).reshape(-1)
+
+    def _predict_numpy(self, observation: Any, deterministic: bool) -> np.ndarray | None:
+        # The greedy action of an MLP on flat Box observations, from a NumPy copy of q_net
+        features = flat_box_features(self, observation)
+        replica = numpy_replica(self, "q_net")
+        return None if features is None or replica is None else replica(features).argmax(axis=1)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()
@@ -162,6 +170,9 @@ class DQNPolicy(BasePolicy):
 
     def _predict(self, obs: Any, deterministic: bool = True) -> mx.array:
         return self.q_net._predict(obs, deterministic=deterministic)
+
+    def _predict_numpy(self, observation: Any, deterministic: bool) -> np.ndarray | None:
+        return self.q_net._predict_numpy(observation, deterministic)
 
     def _get_constructor_parameters(self) -> dict[str, Any]:
         data = super()._get_constructor_parameters()

@@ -12,6 +12,7 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
+import numpy as np
 from gymnasium import spaces
 
 from mlx_baselines3.common.critics import ContinuousCritic, get_actor_critic_arch, make_module_optimizer
@@ -22,6 +23,7 @@ from mlx_baselines3.common.layers import (
     NatureCNN,
     create_mlp,
 )
+from mlx_baselines3.common.numpy_inference import flat_box_features, numpy_replica
 from mlx_baselines3.common.policies import BasePolicy, with_features_extractor
 from mlx_baselines3.common.preprocessing import get_action_dim
 from mlx_baselines3.common.type_aliases import Schedule
@@ -87,6 +89,12 @@ class Actor(BasePolicy):
     def _predict(self, observation: Any, deterministic: bool = False) -> mx.array:
         # Deterministic either way: exploration noise is added by the algorithm.
         return self(observation)
+
+    def _predict_numpy(self, observation: Any, deterministic: bool) -> np.ndarray | None:
+        # tanh(mlp(obs)) on flat Box observations, from a NumPy copy of mu
+        features = flat_box_features(self, observation)
+        replica = numpy_replica(self, "mu")
+        return None if features is None or replica is None else replica(features)
 
 
 class TD3Policy(BasePolicy):
@@ -223,6 +231,9 @@ class TD3Policy(BasePolicy):
 
     def _predict(self, observation: Any, deterministic: bool = False) -> mx.array:
         return self.actor(observation)
+
+    def _predict_numpy(self, observation: Any, deterministic: bool) -> np.ndarray | None:
+        return self.actor._predict_numpy(observation, deterministic)
 
 
 
