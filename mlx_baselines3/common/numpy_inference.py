@@ -27,7 +27,7 @@ from mlx_baselines3.common.distributions import (
     DiagGaussianDistribution,
     MultiCategoricalDistribution,
 )
-from mlx_baselines3.common.layers import FlattenExtractor, MlpExtractor
+from mlx_baselines3.common.layers import FlattenExtractor, Linear, MlpExtractor
 
 _LOG_SQRT_2PI = 0.5 * np.log(2 * np.pi)
 
@@ -61,7 +61,7 @@ def _sequential_plan(sequential: nn.Module) -> list[tuple[str, Any]] | None:
         return None
     plan: list[tuple[str, Any]] = []
     for index, layer in enumerate(sequential.layers):
-        if type(layer) is nn.Linear:
+        if type(layer) in (nn.Linear, Linear):
             plan.append(("linear", index))
         else:
             fn = _activation(layer)
