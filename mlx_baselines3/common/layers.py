@@ -50,7 +50,7 @@ class Linear(nn.Linear):
     def __call__(self, x: mx.array) -> mx.array:
         if "bias" not in self:
             return super().__call__(x)
-        output: mx.array = _linear(x, self["weight"], self["bias"])
+        output: mx.array = _linear(x, self["weight"], self["bias"])  # type: ignore[assignment]
         return output
 
 
