@@ -25,6 +25,12 @@ pytestmark = pytest.mark.skipif(
 )
 
 
+@pytest.fixture(autouse=True)
+def _always_pin(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The default pins only when the load average leaves a core idle; tests must not depend on load
+    monkeypatch.setenv(PIN_THREADS_ENV_VAR, "1")
+
+
 def _affinities() -> dict[int, set[int]]:
     return {int(tid): os.sched_getaffinity(int(tid)) for tid in os.listdir("/proc/self/task")}
 
@@ -86,3 +92,16 @@ def test_learn_runs_pinned_and_restores() -> None:
     PPO("MlpPolicy", gym.make("CartPole-v1"), n_steps=16, batch_size=16, n_epochs=1).learn(32, callback=RecordAffinity())
     assert seen and set(seen) == {1}
     assert os.sched_getaffinity(0) == before
+
+
+def test_auto_mode_follows_the_load_average(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(PIN_THREADS_ENV_VAR)
+    cores = len(os.sched_getaffinity(0))
+    before = _affinities()
+    monkeypatch.setattr(os, "getloadavg", lambda: (float(cores), 0.0, 0.0))  # every core busy
+    with mlx_threads_on_one_core():
+        assert _affinities() == before
+    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))  # idle machine
+    with mlx_threads_on_one_core():
+        assert len(os.sched_getaffinity(0)) == 1
+    assert _affinities() == before
