@@ -28,6 +28,7 @@ from mlx_baselines3.common.distributions import (
     MultiCategoricalDistribution,
 )
 from mlx_baselines3.common.layers import FlattenExtractor, Linear, MlpExtractor
+from mlx_baselines3.common.preprocessing import is_image_space
 
 _LOG_SQRT_2PI = 0.5 * np.log(2 * np.pi)
 
@@ -71,6 +72,33 @@ def _sequential_plan(sequential: nn.Module) -> list[tuple[str, Any]] | None:
     return plan
 
 
+NumpyLayer = tuple[np.ndarray, np.ndarray | None] | Callable[[np.ndarray], np.ndarray]
+"""A Linear layer as ``(weight.T, bias or None)`` (contiguous, ready for ``x @ weight_t``) or an activation."""
+
+
+def _copy_layers(sequential: nn.Sequential, plan: list[tuple[str, Any]]) -> list[NumpyLayer]:
+    """NumPy copies of the layers of ``sequential`` following its :func:`_sequential_plan`."""
+    layers: list[NumpyLayer] = []
+    for kind, item in plan:
+        if kind == "linear":
+            linear = sequential.layers[item]
+            bias = linear.get("bias")
+            layers.append((np.array(linear["weight"]).T.copy(), None if bias is None else np.array(bias)))
+        else:
+            layers.append(item)
+    return layers
+
+
+def _apply_layers(x: np.ndarray, layers: list[NumpyLayer]) -> np.ndarray:
+    for layer in layers:
+        if isinstance(layer, tuple):
+            weight_t, bias = layer
+            x = x @ weight_t if bias is None else x @ weight_t + bias
+        else:
+            x = layer(x)
+    return x
+
+
 def _sources_of(module: nn.Module) -> list[tuple[Any, Any, Any]]:
     """``(container, key, array)`` of each parameter of ``module``: where to look for replacements."""
     sources: list[tuple[Any, Any, Any]] = []
@@ -101,7 +129,7 @@ class NumpySequential:
         self.sequential = sequential
         self._plan = plan
         self._sources: list[tuple[Any, Any, Any]] = []
-        self._layers: list[tuple[np.ndarray, np.ndarray | None] | Callable[[np.ndarray], np.ndarray]] = []
+        self._layers: list[NumpyLayer] = []
         self.refresh()
 
     @classmethod
@@ -112,28 +140,13 @@ class NumpySequential:
     def refresh(self) -> None:
         """Copy the current MLX parameters."""
         self._sources = _sources_of(self.sequential)
-        layers = self.sequential.layers
-        self._layers = []
-        for kind, item in self._plan:
-            if kind == "linear":
-                bias = layers[item].get("bias")
-                self._layers.append(
-                    (np.array(layers[item]["weight"]).T.copy(), None if bias is None else np.array(bias))
-                )
-            else:
-                self._layers.append(item)
+        self._layers = _copy_layers(self.sequential, self._plan)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """The network's output for a float32 batch ``[B, in_features]``."""
         if any(container[key] is not array for container, key, array in self._sources):
             self.refresh()
-        for layer in self._layers:
-            if isinstance(layer, tuple):
-                weight_t, bias = layer
-                x = x @ weight_t if bias is None else x @ weight_t + bias
-            else:
-                x = layer(x)
-        return x
+        return _apply_layers(x, self._layers)
 
 
 def numpy_replica(module: nn.Module, name: str) -> NumpySequential | None:
@@ -150,8 +163,6 @@ def numpy_replica(module: nn.Module, name: str) -> NumpySequential | None:
 
 def flat_box_features(policy: Any, obs: np.ndarray) -> np.ndarray | None:
     """The features a ``FlattenExtractor`` gives for a batch of non-image Box observations, else None."""
-    from mlx_baselines3.common.preprocessing import is_image_space
-
     space = policy.observation_space
     if type(getattr(policy, "features_extractor", None)) is not FlattenExtractor:
         return None
@@ -177,6 +188,8 @@ class NumpyActorCritic:
         self._pi_plan = _sequential_plan(policy.mlp_extractor.policy_net)
         self._vf_plan = _sequential_plan(policy.mlp_extractor.value_net)
         self._weights: dict[str, np.ndarray] = {}
+        self._pi_layers: list[NumpyLayer] = []
+        self._vf_layers: list[NumpyLayer] = []
         self.refresh()
 
     @classmethod
@@ -201,8 +214,6 @@ class NumpyActorCritic:
             return False
         space = policy.observation_space
         if isinstance(space, spaces.Box):
-            from mlx_baselines3.common.preprocessing import is_image_space
-
             if policy.normalize_images and is_image_space(space):
                 return False
         elif not isinstance(space, (spaces.Discrete, spaces.MultiDiscrete, spaces.MultiBinary)):
@@ -230,6 +241,10 @@ class NumpyActorCritic:
         """Copy the current MLX parameters (done automatically when they change, see :meth:`ensure_current`)."""
         self._weights = {name: np.array(value) for name, value in self.policy.state_dict().items()}
         self._sources = _sources_of(self.policy)
+        assert self._pi_plan is not None and self._vf_plan is not None
+        extractor = self.policy.mlp_extractor
+        self._pi_layers = _copy_layers(extractor.policy_net, self._pi_plan)
+        self._vf_layers = _copy_layers(extractor.value_net, self._vf_plan)
 
     def ensure_current(self) -> None:
         """Re-copy the parameters if any was replaced since the last copy.
@@ -255,18 +270,6 @@ class NumpyActorCritic:
             return np.concatenate([np.eye(int(n), dtype=np.float32)[obs[:, i]] for i, n in enumerate(nvec)], axis=1)
         return obs.reshape(obs.shape[0], -1).astype(np.float32, copy=False)
 
-    def _mlp(self, x: np.ndarray, plan: list[tuple[str, Any]], prefix: str) -> np.ndarray:
-        weights = self._weights
-        for kind, item in plan:
-            if kind == "linear":
-                x = x @ weights[f"{prefix}.layers.{item}.weight"].T
-                bias = weights.get(f"{prefix}.layers.{item}.bias")
-                if bias is not None:
-                    x = x + bias
-            else:
-                x = item(x)
-        return x
-
     def _linear(self, x: np.ndarray, name: str) -> np.ndarray:
         out = x @ self._weights[f"{name}.weight"].T
         bias = self._weights.get(f"{name}.bias")
@@ -279,16 +282,14 @@ class NumpyActorCritic:
 
     def _values_from_features(self, features: np.ndarray) -> np.ndarray:
         # Both extractors are FlattenExtractor (no parameters): actor and critic see the same features
-        assert self._vf_plan is not None
-        latent_vf = self._mlp(features, self._vf_plan, "mlp_extractor.value_net")
+        latent_vf = _apply_layers(features, self._vf_layers)
         return self._linear(latent_vf, "value_net")
 
     def __call__(self, obs: np.ndarray, deterministic: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Actions (as the MLX policy returns them), values ``[B, 1]`` and log-probabilities ``[B]``."""
-        assert self._pi_plan is not None
         self.ensure_current()
         features = self._features(obs)
-        latent_pi = self._mlp(features, self._pi_plan, "mlp_extractor.policy_net")
+        latent_pi = _apply_layers(features, self._pi_layers)
         actions, log_prob = self._sample(self._linear(latent_pi, "action_net"), deterministic)
         values = self._values_from_features(features)
         return actions.reshape((-1, *self.policy.action_space.shape)), values, log_prob

@@ -389,10 +389,11 @@ class OffPolicyAlgorithm(BaseAlgorithm):
         :param reset_num_timesteps: restart the timestep counter (False continues a run)
         :param progress_bar: show a progress bar
         """
+        total_timesteps, callback = self._setup_learn(
+            total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
+        )
+        # after _setup_learn: it sets MLX's default device, which decides whether to pin threads
         with mlx_threads_on_one_core():
-            total_timesteps, callback = self._setup_learn(
-                total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
-            )
             callback.on_training_start(locals(), globals())
             assert self.env is not None, "You must set the environment before calling learn()"
             assert isinstance(self.train_freq, TrainFreq)

@@ -512,10 +512,11 @@ class OnPolicyAlgorithm(BaseAlgorithm):
     ) -> SelfOnPolicyAlgorithm:
         """Collect rollouts and update, until ``total_timesteps`` env steps have been taken."""
         iteration = 0
+        total_timesteps, callback = self._setup_learn(
+            total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
+        )
+        # after _setup_learn: it sets MLX's default device, which decides whether to pin threads
         with mlx_threads_on_one_core():
-            total_timesteps, callback = self._setup_learn(
-                total_timesteps, callback, reset_num_timesteps, tb_log_name, progress_bar
-            )
             callback.on_training_start(locals(), globals())
             assert self.env is not None
             while self.num_timesteps < total_timesteps:

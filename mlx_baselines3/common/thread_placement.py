@@ -163,19 +163,28 @@ def mlx_threads_on_one_core() -> Iterator[None]:
     the block raises. Does nothing when disabled (``MLX_BASELINES3_PIN_THREADS=0``), off Linux,
     when MLX's default device is not the CPU, or when the worker cannot be identified.
     """
-    if getattr(_state, "depth", 0) > 0 or not _enabled():
-        _state.depth = getattr(_state, "depth", 0) + 1
-        try:
-            yield
-        finally:
-            _state.depth -= 1
-        return
+    depth = getattr(_state, "depth", 0)
+    restore = _pin_caller_and_worker() if depth == 0 and _enabled() else []
+    _state.depth = depth + 1
+    try:
+        yield
+    finally:
+        _state.depth = depth
+        for tid, cpus in reversed(restore):
+            try:
+                os.sched_setaffinity(tid, cpus)
+            except OSError:
+                pass
+
+
+def _pin_caller_and_worker() -> list[tuple[int, set[int]]]:
+    """Pin the calling thread and MLX's worker to the least busy core; ``(tid, previous cpus)`` to restore."""
     restore: list[tuple[int, set[int]]] = []
     try:
-        worker = find_mlx_cpu_worker()
         caller_cpus = os.sched_getaffinity(0)
-        cpu = _least_busy_cpu(caller_cpus)
-        if worker is not None and cpu is not None and cpu in caller_cpus and len(caller_cpus) > 1:
+        worker = find_mlx_cpu_worker() if len(caller_cpus) > 1 else None
+        cpu = _least_busy_cpu(caller_cpus) if worker is not None else None
+        if worker is not None and cpu in caller_cpus:
             worker_cpus = os.sched_getaffinity(worker)
             os.sched_setaffinity(worker, {cpu})
             restore.append((worker, worker_cpus))
@@ -183,13 +192,4 @@ def mlx_threads_on_one_core() -> Iterator[None]:
             restore.append((0, caller_cpus))
     except OSError:
         pass  # placement is an optimisation only: leave the threads where they are
-    _state.depth = 1
-    try:
-        yield
-    finally:
-        _state.depth = 0
-        for tid, cpus in reversed(restore):
-            try:
-                os.sched_setaffinity(tid, cpus)
-            except OSError:
-                pass
+    return restore
