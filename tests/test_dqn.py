@@ -294,3 +294,24 @@ def test_two_train_calls_with_a_target_sync_match_sb3_update_rule():
         assert moved > 3 * lr  # the parameters did move
         np.testing.assert_allclose(got[f"q_net.layers.{name}"], expected[key], rtol=0, atol=2e-5, err_msg=key)
     assert model._n_updates == 2 * steps
+
+
+@pytest.mark.parametrize("tau", [1.0, 0.25])
+def test_target_update_is_a_polyak_average_and_then_stays_put(tau):
+    """``tau=1`` shares the online arrays (a free copy); a smaller ``tau`` averages. Either way, later
+    gradient steps move the online network and leave the target where the update put it."""
+    model = _make(tau=tau)
+    model.train(gradient_steps=3, batch_size=16)  # online and target now differ
+    online, before = _flat(model.q_net.parameters()), _flat(model.q_net_target.parameters())
+    assert any(not np.array_equal(online[k], before[k]) for k in online)
+    model._update_target()
+    after = _flat(model.q_net_target.parameters())
+    for key in online:
+        np.testing.assert_allclose(
+            after[key], tau * online[key] + (1 - tau) * before[key], rtol=1e-6, atol=1e-7
+        )
+    model.train(gradient_steps=3, batch_size=16)
+    moved = _flat(model.q_net.parameters())
+    assert any(not np.array_equal(moved[k], online[k]) for k in online)
+    for key, value in _flat(model.q_net_target.parameters()).items():
+        np.testing.assert_array_equal(value, after[key])

@@ -83,3 +83,39 @@ def test_device_selection():
         get_device("tpu")
     model = PPO("MlpPolicy", "CartPole-v1", device="cpu", n_steps=16, batch_size=16)
     assert model.device == mx.Device(mx.cpu)
+
+
+def test_copy_observation_and_infos_match_deepcopy_and_are_independent():
+    from collections import OrderedDict
+    from copy import deepcopy
+
+    from mlx_baselines3.common.utils import copy_infos, copy_observation
+
+    array = np.arange(6, dtype=np.float32).reshape(2, 3)
+    as_dict = OrderedDict(a=np.zeros((2, 2), dtype=np.uint8), b=np.ones(2))
+    for obs in (array, as_dict, {"x": np.arange(3)}, [np.arange(2)]):
+        copied = copy_observation(obs)
+        assert type(copied) is type(obs)
+        leaves = list(copied.values()) if isinstance(copied, dict) else [copied]
+        sources = list(obs.values()) if isinstance(obs, dict) else [obs]
+        for leaf, source in zip(leaves, sources):
+            np.testing.assert_array_equal(leaf, source)
+            assert not np.shares_memory(leaf, source)
+    array_copy = copy_observation(array)
+    array[0, 0] = 99.0
+    assert array_copy[0, 0] == 0.0
+
+    scalars = [{"TimeLimit.truncated": False}, {"TimeLimit.truncated": True, "n": 3, "s": "x"}]
+    copied_infos = copy_infos(scalars)
+    assert copied_infos == scalars and all(c is not s for c, s in zip(copied_infos, scalars))
+    copied_infos[0]["new"] = 1
+    assert "new" not in scalars[0]
+    terminal = np.array([1.0, 2.0])
+    rich = [{"terminal_observation": terminal, "episode": {"r": 1.0, "l": 2}}, {}]
+    copied_rich = copy_infos(rich)
+    assert (
+        copied_rich[0]["episode"] == rich[0]["episode"]
+        and copied_rich[0]["episode"] is not rich[0]["episode"]
+    )
+    assert not np.shares_memory(copied_rich[0]["terminal_observation"], terminal)
+    assert repr(copied_rich) == repr(deepcopy(rich))

@@ -19,13 +19,18 @@ from mlx.utils import tree_map
 
 
 def tree_snapshot(tree: Any) -> Any:
-    """A structural copy of a tree of arrays (the arrays themselves are immutable, so not copied)."""
+    """A structural copy of a tree of arrays (the arrays themselves are immutable, so not copied).
+
+    Taken before every ``train()`` call; array leaves are kept without a recursive call.
+    """
     if isinstance(tree, dict):
-        return {key: tree_snapshot(value) for key, value in tree.items()}
+        return {
+            key: value if type(value) is mx.array else tree_snapshot(value) for key, value in tree.items()
+        }
     if isinstance(tree, list):
-        return [tree_snapshot(value) for value in tree]
+        return [value if type(value) is mx.array else tree_snapshot(value) for value in tree]
     if isinstance(tree, tuple):
-        return tuple(tree_snapshot(value) for value in tree)
+        return tuple(value if type(value) is mx.array else tree_snapshot(value) for value in tree)
     return tree
 
 

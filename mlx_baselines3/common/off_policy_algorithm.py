@@ -14,7 +14,6 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Sequence
-from copy import deepcopy
 from typing import Any, TypeVar
 
 import mlx.core as mx
@@ -43,7 +42,7 @@ from mlx_baselines3.common.type_aliases import (
     TrainFreq,
     TrainFrequencyUnit,
 )
-from mlx_baselines3.common.utils import obs_as_mx, safe_mean, should_collect_more_steps
+from mlx_baselines3.common.utils import copy_observation, obs_as_mx, safe_mean, should_collect_more_steps
 from mlx_baselines3.common.vec_env import VecEnv
 
 SelfOffPolicyAlgorithm = TypeVar("SelfOffPolicyAlgorithm", bound="OffPolicyAlgorithm")
@@ -96,8 +95,27 @@ def batch_to_mx(samples: Any, gamma: float) -> tuple[Any, ...]:
     discounts = samples.discounts
     if discounts is None:
         discounts = np.full_like(samples.rewards, gamma, dtype=np.float32)
-    fields = (samples.observations, samples.actions, samples.next_observations, samples.dones, samples.rewards)
+    fields = (
+        samples.observations,
+        samples.actions,
+        samples.next_observations,
+        samples.dones,
+        samples.rewards,
+    )
     return tuple(obs_as_mx(field) for field in (*fields, discounts))
+
+
+def _step_of(array: mx.array, index: int) -> mx.array:
+    """``array[index]`` for a static ``index``, as a slice view (indexing would add a gather kernel)."""
+    return array[index : index + 1].reshape(array.shape[1:])
+
+
+def _as_float_scalar(value: Any) -> mx.array:
+    """A step output as a float32 scalar, adding nodes only where it is not one already."""
+    value = mx.array(value) if not isinstance(value, mx.array) else value
+    if value.dtype != mx.float32:
+        value = value.astype(mx.float32)
+    return value if value.ndim == 0 else value.reshape(())
 
 
 class OffPolicyAlgorithm(BaseAlgorithm):
@@ -491,7 +509,7 @@ class OffPolicyAlgorithm(BaseAlgorithm):
             reward_ = self._vec_normalize_env.get_original_reward()
         else:
             self._last_original_obs, new_obs_, reward_ = self._last_obs, new_obs, reward
-        next_obs = deepcopy(new_obs_)
+        next_obs = copy_observation(new_obs_)
         for i, done in enumerate(dones):
             if done and infos[i].get("terminal_observation") is not None:
                 if isinstance(next_obs, dict):
@@ -610,7 +628,9 @@ class OffPolicyAlgorithm(BaseAlgorithm):
         if gradient_steps <= 0:
             return np.zeros((0, 0), dtype=np.float32)
         batches = self._sample_batches(gradient_steps, batch_size)
-        values = {key: mx.array(np.asarray(value, dtype=np.float32)) for key, value in (per_step or {}).items()}
+        values = {
+            key: mx.array(np.asarray(value, dtype=np.float32)) for key, value in (per_step or {}).items()
+        }
         state = self._train_state()
         self._train_snapshot = snapshot_state(state)
         # One compiled function per sequence of variants, for as long as the state objects (modules,
@@ -633,21 +653,24 @@ class OffPolicyAlgorithm(BaseAlgorithm):
                 ) -> mx.array:
                     rows = []
                     for j, variant in enumerate(variants):
-                        batch = tree_map(lambda array, j=j: array[j], batch_chunk)
-                        step_values = {key: value[j] for key, value in value_chunk.items()}
+                        batch = tree_map(lambda array, j=j: _step_of(array, j), batch_chunk)
+                        step_values = {key: _step_of(value, j) for key, value in value_chunk.items()}
                         results = step_fn(batch, step_values, variant)
-                        rows.append(mx.stack([mx.array(r).astype(mx.float32).reshape(()) for r in results]))
+                        rows.append(mx.stack([_as_float_scalar(r) for r in results]))
                     return mx.stack(rows)
 
                 compiled = compile_step(run_chunk, state, compile=self._compile)
                 self._chunk_fns[variants] = compiled
-            result = compiled(
-                tree_map(lambda array, start=start, stop=stop: array[start:stop], batches),
-                {key: value[start:stop] for key, value in values.items()},
-            )
+            if start == 0 and stop == gradient_steps:  # one chunk: no slicing
+                result = compiled(batches, values)
+            else:
+                result = compiled(
+                    tree_map(lambda array, start=start, stop=stop: array[start:stop], batches),
+                    {key: value[start:stop] for key, value in values.items()},
+                )
             mx.async_eval(result)
             outputs.append(result)
-        return np.array(mx.concatenate(outputs, axis=0))
+        return np.array(outputs[0] if len(outputs) == 1 else mx.concatenate(outputs, axis=0))
 
     def _raise_if_not_finite(self, names: Sequence[str], finite: np.ndarray) -> None:
         """Undo this ``train()`` call and raise ``NonFiniteLossError`` if a step was not finite."""

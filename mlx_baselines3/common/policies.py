@@ -203,9 +203,24 @@ class BaseModel(nn.Module):
                 for name, module in self.named_modules()
                 if name not in self.eval_only_submodules and not name.startswith(skipped)
             ]
-            object.__setattr__(self, "_training_mode_modules", modules)
+            # Modules that keep nn.Module's own _set_training_mode only store a flag: set it directly
+            # (Module.__setattr__ costs ~2 us each); the others are called.
+            plain = [
+                module
+                for module in modules
+                if type(module)._set_training_mode is nn.Module._set_training_mode
+            ]
+            custom = [
+                module
+                for module in modules
+                if type(module)._set_training_mode is not nn.Module._set_training_mode
+            ]
+            object.__setattr__(self, "_training_mode_modules", (plain, custom))
             object.__setattr__(self, "_training_mode_key", key)
-        for module in self._training_mode_modules:
+        plain, custom = self._training_mode_modules
+        for module in plain:
+            module.__dict__["_training"] = mode
+        for module in custom:
             module._set_training_mode(mode)
 
     @property

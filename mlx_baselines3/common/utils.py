@@ -7,8 +7,9 @@ import os
 import random
 import re
 import warnings
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Iterable
+from copy import deepcopy
 from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
@@ -218,6 +219,38 @@ def polyak_update(params: Any, target_params: Any, tau: float | mx.array) -> Any
     return tree_map(lambda p, t: tau * p + (1.0 - tau) * t, params, target_params)
 
 
+_IMMUTABLE_INFO_VALUES = (bool, int, float, str, bytes, type(None), np.bool_, np.number)
+
+
+def copy_observation(obs: Any) -> Any:
+    """``copy.deepcopy(obs)`` for an observation batch, without its generic machinery.
+
+    Arrays are copied with ``ndarray.copy`` and dicts / OrderedDicts of arrays key by key (this is
+    what ``deepcopy`` produces for them, at ~1/5 of its cost, which is paid on every env step);
+    anything else goes to ``deepcopy``.
+    """
+    if isinstance(obs, np.ndarray):
+        return obs.copy()
+    if type(obs) in (dict, OrderedDict) and all(isinstance(value, np.ndarray) for value in obs.values()):
+        return type(obs)((key, value.copy()) for key, value in obs.items())
+    return deepcopy(obs)
+
+
+def copy_infos(infos: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """``copy.deepcopy(infos)`` for a VecEnv's info dicts, shallow where that is the same thing.
+
+    An info dict whose values are all immutable scalars (the common ``{"TimeLimit.truncated": False}``)
+    is copied with ``dict``; if any info holds something else (a terminal observation, an episode
+    record) the whole list goes through ``deepcopy``, as before.
+    """
+    if all(
+        type(info) is dict and all(isinstance(value, _IMMUTABLE_INFO_VALUES) for value in info.values())
+        for info in infos
+    ):
+        return [dict(info) for info in infos]
+    return deepcopy(infos)
+
+
 def zip_strict(*iterables: Iterable) -> Iterable:
     """``zip`` that raises when the iterables have different lengths."""
     return zip(*iterables, strict=True)
@@ -261,7 +294,9 @@ def configure_logger(
     return configure(save_path, format_strings=format_strings)
 
 
-def check_for_correct_spaces(env: Any, observation_space: gym.spaces.Space, action_space: gym.spaces.Space) -> None:
+def check_for_correct_spaces(
+    env: Any, observation_space: gym.spaces.Space, action_space: gym.spaces.Space
+) -> None:
     """Raise a ValueError naming both spaces when ``env``'s spaces differ from the given ones."""
     if observation_space != env.observation_space:
         raise ValueError(
@@ -274,7 +309,9 @@ def check_for_correct_spaces(env: Any, observation_space: gym.spaces.Space, acti
         )
 
 
-def should_collect_more_steps(train_freq: TrainFreq, num_collected_steps: int, num_collected_episodes: int) -> bool:
+def should_collect_more_steps(
+    train_freq: TrainFreq, num_collected_steps: int, num_collected_episodes: int
+) -> bool:
     """Whether the off-policy collect loop should continue (SB3's semantics)."""
     if train_freq.unit == TrainFrequencyUnit.STEP:
         return num_collected_steps < train_freq.frequency

@@ -5,12 +5,12 @@ from __future__ import annotations
 import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from copy import deepcopy
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 
+from mlx_baselines3.common.utils import copy_infos, copy_observation
 from mlx_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
 from mlx_baselines3.common.vec_env.util import dict_to_obs, obs_space_info
 
@@ -75,7 +75,12 @@ class DummyVecEnv(VecEnv):
                 info["terminal_observation"] = obs
                 obs, self.reset_infos[env_idx] = self.envs[env_idx].reset()
             self._save_obs(env_idx, obs)
-        return self._obs_from_buf(), np.copy(self.buf_rews), np.copy(self.buf_dones), deepcopy(self.buf_infos)
+        return (
+            self._obs_from_buf(),
+            np.copy(self.buf_rews),
+            np.copy(self.buf_dones),
+            copy_infos(self.buf_infos),
+        )
 
     def reset(self) -> VecEnvObs:
         for env_idx in range(self.num_envs):
@@ -113,7 +118,7 @@ class DummyVecEnv(VecEnv):
                 self.buf_obs[key][env_idx] = obs[key]
 
     def _obs_from_buf(self) -> VecEnvObs:
-        return dict_to_obs(self.observation_space, deepcopy(self.buf_obs))
+        return dict_to_obs(self.observation_space, copy_observation(self.buf_obs))
 
     def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
         target_envs = self._get_target_envs(indices)
