@@ -83,3 +83,17 @@ def test_moments_of_idle_parameters_never_become_subnormal(cls, kwargs, n_steps)
     after these many steps with MLX's own optimizers; ours flush them to 0 first."""
     assert _subnormal_after_idle_steps(cls(learning_rate=1e-3, **(kwargs or {})), n_steps)  # the hazard is real
     assert _subnormal_after_idle_steps(make_optimizer(cls, 1e-3, kwargs), n_steps) == []
+
+
+def test_flush_tiny_zeroes_subnormals_and_keeps_normal_values():
+    from mlx_baselines3.common.optimizers import flush_tiny
+
+    smallest_normal = np.finfo(np.float32).tiny
+    subnormal = np.array([1e-45, 1e-40, 1e-39, smallest_normal / 2, -1e-39], dtype=np.float32)
+    np.testing.assert_array_equal(np.array(flush_tiny(mx.array(subnormal))), 0.0)
+    normal = np.array([0.0, 1e-23, -1e-20, 3e-8, 0.5, -7.0, 1e10], dtype=np.float32)
+    np.testing.assert_array_equal(np.array(flush_tiny(mx.array(normal))), normal)
+    between = np.array([1e-36, 1e-33, -1e-30, 1e-27], dtype=np.float32)
+    flushed = np.array(flush_tiny(mx.array(between)))
+    np.testing.assert_allclose(flushed, between, rtol=0, atol=1e-37)
+    assert not np.any((np.abs(flushed) > 0) & (np.abs(flushed) < smallest_normal))
