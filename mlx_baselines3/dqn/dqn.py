@@ -190,9 +190,11 @@ class DQN(OffPolicyAlgorithm):
     def _update_target(self) -> None:
         """Polyak update of the target network (a copy with the default ``tau=1``).
 
-        With ``tau == 1`` the target takes the online network's arrays themselves: MLX arrays are
-        immutable, so sharing them is a copy that costs nothing (no kernels, no evaluation). It
-        runs every ``target_update_interval`` env steps: every 10 with RL-Zoo's CartPole settings.
+        With ``tau == 1`` the target takes the online network's arrays themselves: the library never
+        writes into an array (an update makes new ones), so sharing them is a copy that costs nothing
+        (no kernels, no evaluation); the two networks keep their own parameter dicts. It runs every
+        ``target_update_interval`` env steps: every 10 with RL-Zoo's CartPole settings. (Code that
+        writes into a parameter in place, ``w += 1``, would move both networks until the next update.)
         """
         target = self.q_net_target
         if self.tau == 1.0:
