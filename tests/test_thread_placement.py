@@ -94,14 +94,57 @@ def test_learn_runs_pinned_and_restores() -> None:
     assert os.sched_getaffinity(0) == before
 
 
-def test_auto_mode_follows_the_load_average(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auto_mode_pins_only_when_other_processes_leave_a_core_idle(monkeypatch: pytest.MonkeyPatch) -> None:
+    import mlx_baselines3.common.thread_placement as placement
+
     monkeypatch.delenv(PIN_THREADS_ENV_VAR)
     cores = len(os.sched_getaffinity(0))
     before = _affinities()
-    monkeypatch.setattr(os, "getloadavg", lambda: (float(cores), 0.0, 0.0))  # every core busy
+    monkeypatch.setattr(placement, "busy_cores_of_other_processes", lambda allowed: float(cores))  # all busy
     with mlx_threads_on_one_core():
         assert _affinities() == before
-    monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))  # idle machine
+    monkeypatch.setattr(placement, "busy_cores_of_other_processes", lambda allowed: 0.0)  # idle machine
     with mlx_threads_on_one_core():
         assert len(os.sched_getaffinity(0)) == 1
     assert _affinities() == before
+
+
+def test_busy_cores_counts_other_processes_and_not_this_one() -> None:
+    """A process spinning on one core counts as ~1 busy core; a thread of this process spinning does
+    not count (a just-finished training or a spinning BLAS thread must not stop the next one pinning)."""
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    from mlx_baselines3.common.thread_placement import busy_cores_of_other_processes
+
+    allowed = os.sched_getaffinity(0)
+    baseline = busy_cores_of_other_processes(allowed, interval=0.3)
+    assert baseline is not None
+    if baseline > len(allowed) - 1.3:
+        pytest.skip(f"other jobs keep {baseline:.1f} of {len(allowed)} cores busy: nothing to compare against")
+    stop = threading.Event()
+
+    def spin() -> None:
+        while not stop.is_set():
+            pass
+
+    spinner = threading.Thread(target=spin)
+    spinner.start()
+    try:
+        time.sleep(0.05)
+        own = busy_cores_of_other_processes(allowed, interval=0.3)
+    finally:
+        stop.set()
+        spinner.join()
+    other = subprocess.Popen([sys.executable, "-c", "import time\nt = time.time()\nwhile time.time() - t < 3: pass"])
+    try:
+        time.sleep(0.3)
+        others = busy_cores_of_other_processes(allowed, interval=0.3)
+    finally:
+        other.kill()
+        other.wait()
+    assert own is not None and others is not None
+    assert own < baseline + 0.4, (baseline, own)
+    assert others > baseline + 0.6, (baseline, others)
