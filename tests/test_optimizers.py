@@ -85,23 +85,14 @@ def test_moments_of_idle_parameters_never_become_subnormal(cls, kwargs, n_steps)
     assert _subnormal_after_idle_steps(make_optimizer(cls, 1e-3, kwargs), n_steps) == []
 
 
-def test_flush_tiny_zeroes_subnormals_and_keeps_normal_values():
-    from mlx_baselines3.common.optimizers import flush_tiny
 
-    smallest_normal = np.finfo(np.float32).tiny
-    subnormal = np.array([1e-45, 1e-40, 1e-39, smallest_normal / 2, -1e-39], dtype=np.float32)
-    np.testing.assert_array_equal(np.array(flush_tiny(mx.array(subnormal))), 0.0)
-    normal = np.array([0.0, 1e-23, -1e-20, 3e-8, 0.5, -7.0, 1e10], dtype=np.float32)
+def test_flush_tiny_sets_tiny_moments_to_exactly_zero():
+    """Not merely out of the subnormal range: a moment left at a tiny *normal* value (~4e-37, as an
+    add-and-subtract flush leaves it) still makes ``lr * m`` subnormal inside every later Adam update,
+    which slowed TD3 training from ~125 to ~52 FPS after 2000 steps."""
+    from mlx_baselines3.common.optimizers import TINY, flush_tiny
+
+    values = np.array([1e-45, 1e-39, 3.76e-37, 1e-31, -5e-31, 0.0], dtype=np.float32)
+    np.testing.assert_array_equal(np.array(flush_tiny(mx.array(values))), 0.0)
+    normal = np.array([TINY * 1.01, -1e-20, 3e-8, 0.5, -7.0, 1e10], dtype=np.float32)
     np.testing.assert_array_equal(np.array(flush_tiny(mx.array(normal))), normal)
-    rng = np.random.default_rng(0)
-    magnitudes = 10.0 ** rng.uniform(-37.3, -20, size=100_000)
-    between = (magnitudes * rng.choice([-1.0, 1.0], size=magnitudes.size)).astype(np.float32)
-    flushed = np.array(flush_tiny(mx.array(between)))
-    assert not np.any((np.abs(flushed) > 0) & (np.abs(flushed) < smallest_normal))  # never subnormal
-    kept = np.abs(between) > 5e-38
-    assert np.all(np.sign(flushed[kept]) == np.sign(between[kept]))
-    # moved by at most max(9.4e-38, one float32 ulp of the value), nothing at all above ~5e-26
-    bound = np.maximum(9.41e-38, 1.2e-7 * np.abs(between[kept].astype(np.float64)))
-    assert np.all(np.abs(flushed[kept].astype(np.float64) - between[kept]) <= bound)
-    large = np.abs(between) > 6e-26
-    np.testing.assert_array_equal(flushed[large], between[large])
