@@ -56,12 +56,23 @@ def _activation(layer: nn.Module) -> Callable[[np.ndarray], np.ndarray] | None:
     return _ACTIVATIONS.get(type(layer))
 
 
+def _layers_of(module: nn.Module) -> list[nn.Module] | None:
+    """The layers of an ``nn.Sequential``, or a lone Linear as a one-layer network (SAC's heads)."""
+    if isinstance(module, nn.Sequential):
+        return list(module.layers)
+    if type(module) in (nn.Linear, Linear):
+        return [module]
+    return None
+
+
 def _sequential_plan(sequential: nn.Module) -> list[tuple[str, Any]] | None:
-    """[("linear", index) | ("act", fn)] for an ``nn.Sequential`` of Linear and known activations."""
-    if not isinstance(sequential, nn.Sequential):
+    """[("linear", index) | ("act", fn)] for an ``nn.Sequential`` of Linear and known activations
+    (or a lone Linear)."""
+    layers = _layers_of(sequential)
+    if layers is None:
         return None
     plan: list[tuple[str, Any]] = []
-    for index, layer in enumerate(sequential.layers):
+    for index, layer in enumerate(layers):
         if type(layer) in (nn.Linear, Linear):
             plan.append(("linear", index))
         else:
@@ -79,9 +90,11 @@ NumpyLayer = tuple[np.ndarray, np.ndarray | None] | Callable[[np.ndarray], np.nd
 def _copy_layers(sequential: nn.Sequential, plan: list[tuple[str, Any]]) -> list[NumpyLayer]:
     """NumPy copies of the layers of ``sequential`` following its :func:`_sequential_plan`."""
     layers: list[NumpyLayer] = []
+    modules = _layers_of(sequential)
+    assert modules is not None
     for kind, item in plan:
         if kind == "linear":
-            linear = sequential.layers[item]
+            linear = modules[item]
             bias = linear.get("bias")
             layers.append((np.array(linear["weight"]).T.copy(), None if bias is None else np.array(bias)))
         else:
@@ -150,8 +163,8 @@ class NumpySequential:
 
 
 def numpy_replica(module: nn.Module, name: str) -> NumpySequential | None:
-    """The NumPy copy of the ``nn.Sequential`` ``module.<name>``, built once and kept on ``module``
-    (None when it has a layer the copy does not cover)."""
+    """The NumPy copy of the ``nn.Sequential`` (or Linear) ``module.<name>``, built once and kept on
+    ``module`` (None when it has a layer the copy does not cover)."""
     cache = module.__dict__.setdefault("_numpy_replicas", {})
     sequential = getattr(module, name)
     replica = cache.get(name)

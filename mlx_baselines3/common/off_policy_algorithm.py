@@ -674,4 +674,6 @@ class OffPolicyAlgorithm(BaseAlgorithm):
 
     def _raise_if_not_finite(self, names: Sequence[str], finite: np.ndarray) -> None:
         """Undo this ``train()`` call and raise ``NonFiniteLossError`` if a step was not finite."""
+        if np.all(finite):  # the usual case: nothing to gather
+            return
         raise_if_not_finite(names, finite, self._train_state(), self._train_snapshot, self.num_timesteps)

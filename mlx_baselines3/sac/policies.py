@@ -14,6 +14,7 @@ from typing import Any
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
+import numpy as np
 from gymnasium import spaces
 
 from mlx_baselines3.common.critics import ContinuousCritic, get_actor_critic_arch, make_module_optimizer
@@ -25,6 +26,7 @@ from mlx_baselines3.common.layers import (
     NatureCNN,
     create_mlp,
 )
+from mlx_baselines3.common.numpy_inference import flat_box_features, numpy_replica
 from mlx_baselines3.common.policies import BasePolicy, with_features_extractor
 from mlx_baselines3.common.preprocessing import get_action_dim
 from mlx_baselines3.common.type_aliases import Schedule
@@ -151,6 +153,25 @@ class Actor(BasePolicy):
 
     def _predict(self, observation: Any, deterministic: bool = False) -> mx.array:
         return self(observation, deterministic)
+
+    def _predict_numpy(self, observation: Any, deterministic: bool) -> np.ndarray | None:
+        """``tanh(mean)`` or a sample ``tanh(mean + std * noise)`` from NumPy copies of the MLP and
+        heads, on flat Box observations (the noise from NumPy's global generator, which
+        ``set_random_seed`` seeds). One observation costs ~25 us this way against ~80 us for an MLX
+        call on the CPU, once per env step of SAC's collection loop."""
+        features = flat_box_features(self, observation)
+        if features is None:
+            return None
+        latent_pi, mu, log_std = (numpy_replica(self, name) for name in ("latent_pi", "mu", "log_std"))
+        if latent_pi is None or mu is None or log_std is None:
+            return None
+        latent = latent_pi(features)
+        mean_actions = mu(latent)
+        if deterministic:
+            return np.tanh(mean_actions)
+        std = np.exp(np.clip(log_std(latent), LOG_STD_MIN, LOG_STD_MAX))
+        noise = np.random.standard_normal(mean_actions.shape).astype(np.float32)
+        return np.tanh(mean_actions + std * noise)
 
 
 class SACPolicy(BasePolicy):
@@ -305,6 +326,9 @@ class SACPolicy(BasePolicy):
 
     def _predict(self, observation: Any, deterministic: bool = False) -> mx.array:
         return self.actor(observation, deterministic)
+
+    def _predict_numpy(self, observation: Any, deterministic: bool) -> np.ndarray | None:
+        return self.actor._predict_numpy(observation, deterministic)
 
 
 
