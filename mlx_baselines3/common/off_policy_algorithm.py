@@ -670,7 +670,11 @@ class OffPolicyAlgorithm(BaseAlgorithm):
                 )
             mx.async_eval(result)
             outputs.append(result)
-        return np.array(outputs[0] if len(outputs) == 1 else mx.concatenate(outputs, axis=0))
+        # The updated networks and optimizer states are evaluated here too, not left for the next
+        # action selection to wait on (the same work; it keeps the time where it belongs).
+        metrics = outputs[0] if len(outputs) == 1 else mx.concatenate(outputs, axis=0)
+        mx.eval(metrics, state)
+        return np.array(metrics)
 
     def _raise_if_not_finite(self, names: Sequence[str], finite: np.ndarray) -> None:
         """Undo this ``train()`` call and raise ``NonFiniteLossError`` if a step was not finite."""
