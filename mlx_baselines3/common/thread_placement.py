@@ -24,7 +24,7 @@ By default (``auto``) threads are pinned only when other processes leave a core 
 over 50 ms from ``/proc/stat`` minus this process's own CPU time: a pinned thread cannot leave a
 core that other jobs make busy. (The 1-minute load average, used before, still counts a training
 that has just finished, and this process's own spinning BLAS threads: back-to-back trainings then
-ran unpinned, at less than half the speed.) The environment variable
+ran unpinned.) The environment variable
 ``MLX_BASELINES3_PIN_THREADS`` set to ``0`` turns it off, ``1`` pins whatever the load. Nothing
 happens on macOS or other systems without ``os.sched_setaffinity``.
 """
