@@ -100,10 +100,10 @@ def test_auto_mode_pins_only_when_other_processes_leave_a_core_idle(monkeypatch:
     monkeypatch.delenv(PIN_THREADS_ENV_VAR)
     cores = len(os.sched_getaffinity(0))
     before = _affinities()
-    monkeypatch.setattr(placement, "busy_cores_of_other_processes", lambda allowed: float(cores))  # all busy
+    monkeypatch.setattr(placement, "_cpu_load", lambda allowed: ({}, float(cores)))  # all busy
     with mlx_threads_on_one_core():
         assert _affinities() == before
-    monkeypatch.setattr(placement, "busy_cores_of_other_processes", lambda allowed: 0.0)  # idle machine
+    monkeypatch.setattr(placement, "_cpu_load", lambda allowed: ({}, 0.0))  # idle machine
     with mlx_threads_on_one_core():
         assert len(os.sched_getaffinity(0)) == 1
     assert _affinities() == before

@@ -205,16 +205,11 @@ class BaseModel(nn.Module):
             ]
             # Modules that keep nn.Module's own _set_training_mode only store a flag: set it directly
             # (Module.__setattr__ costs ~2 us each); the others are called.
-            plain = [
-                module
-                for module in modules
-                if type(module)._set_training_mode is nn.Module._set_training_mode
-            ]
-            custom = [
-                module
-                for module in modules
-                if type(module)._set_training_mode is not nn.Module._set_training_mode
-            ]
+            plain: list[nn.Module] = []
+            custom: list[nn.Module] = []
+            for module in modules:
+                overridden = type(module)._set_training_mode is not nn.Module._set_training_mode
+                (custom if overridden else plain).append(module)
             object.__setattr__(self, "_training_mode_modules", (plain, custom))
             object.__setattr__(self, "_training_mode_key", key)
         plain, custom = self._training_mode_modules

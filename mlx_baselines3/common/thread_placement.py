@@ -9,7 +9,7 @@ with the threads apart and ~10 us with both on one core. A training loop evaluat
 small graphs, so this hand-off, not arithmetic, was a large share of an MlpPolicy's time.
 
 :func:`mlx_threads_on_one_core` pins the calling thread and MLX's CPU worker to the least busy
-core (sampled from ``/proc/stat`` over 20 ms, so that two trainings started together take
+core (sampled from ``/proc/stat`` over 50 ms, so that two trainings started together take
 different cores), and restores both threads' previous affinity on exit. Only those two
 threads move: the OpenBLAS threads (multi-threaded matrix products), env worker processes and
 any other thread keep every core. ``learn()`` of every algorithm and ``evaluate_policy`` use it.
@@ -63,30 +63,14 @@ _worker_cache: dict[int, int] = {}  # pid -> tid of MLX's CPU worker
 _ON_VALUES = frozenset({"1", "on", "true", "yes", "always"})
 
 
-def _enabled() -> bool:
+def _mode() -> str | None:
+    """``None`` (do not pin), ``"force"`` (pin whatever the load) or ``"auto"`` (pin when a core is idle)."""
     if not sys.platform.startswith("linux") or not hasattr(os, "sched_setaffinity"):
-        return False
+        return None
     setting = os.environ.get(PIN_THREADS_ENV_VAR, "").strip().lower()
     if setting in _OFF_VALUES or mx.default_device() != mx.cpu:
-        return False
-    if setting in _ON_VALUES:
-        return True
-    return _machine_has_an_idle_core()
-
-
-def _machine_has_an_idle_core() -> bool:
-    """Whether other processes leave at least one usable core (mostly) idle right now.
-
-    A pinned thread cannot move away from a busy core. When other jobs already keep the cores busy
-    (several trainings started side by side, say), letting the scheduler place threads is safer:
-    with three pinned or spinning processes on two cores, a PPO run measured 30x slower.
-    """
-    try:
-        allowed = os.sched_getaffinity(0)
-    except OSError:
-        return False
-    busy = busy_cores_of_other_processes(allowed)
-    return busy is not None and busy < len(allowed) - 0.5
+        return None
+    return "force" if setting in _ON_VALUES else "auto"
 
 
 def _own_cpu_ticks() -> int:
@@ -96,13 +80,10 @@ def _own_cpu_ticks() -> int:
     return int(fields_after_name[11]) + int(fields_after_name[12])
 
 
-def busy_cores_of_other_processes(allowed: set[int], interval: float = 0.05) -> float | None:
-    """How many of the ``allowed`` cores other processes kept busy over the next ``interval`` seconds.
-
-    From ``/proc/stat`` (busy and total ticks per core) minus this process's own CPU time, so that
-    this process's threads (a BLAS thread still spinning after a matrix product) do not count.
-    None when it cannot be read.
-    """
+def _cpu_load(allowed: set[int], interval: float = 0.05) -> tuple[dict[int, int], float] | None:
+    """One sample of ``/proc/stat`` over ``interval`` seconds: busy ticks of each allowed core, and
+    how many of the allowed cores other processes kept busy (this process's own CPU time, a BLAS
+    thread still spinning after a matrix product say, subtracted). None when it cannot be read."""
     try:
         before, own_before = _ticks_per_cpu(), _own_cpu_ticks()
         time.sleep(interval)
@@ -113,8 +94,16 @@ def busy_cores_of_other_processes(allowed: set[int], interval: float = 0.05) -> 
     elapsed = sum(after[cpu][1] - before[cpu][1] for cpu in cores) / max(len(cores), 1)
     if not cores or elapsed <= 0:
         return None
-    busy = sum(after[cpu][0] - before[cpu][0] for cpu in cores) - (own_after - own_before)
-    return max(busy, 0) / elapsed
+    busy = {cpu: after[cpu][0] - before[cpu][0] for cpu in cores}
+    others = sum(busy.values()) - (own_after - own_before)
+    return busy, max(others, 0) / elapsed
+
+
+def busy_cores_of_other_processes(allowed: set[int], interval: float = 0.05) -> float | None:
+    """How many of the ``allowed`` cores other processes kept busy over the next ``interval`` seconds
+    (None when ``/proc/stat`` cannot be read)."""
+    load = _cpu_load(allowed, interval)
+    return None if load is None else load[1]
 
 
 def _sleeps_per_thread() -> dict[int, int]:
@@ -174,24 +163,12 @@ def _ticks_per_cpu() -> dict[int, tuple[int, int]]:
     return ticks
 
 
-def _busy_ticks_per_cpu() -> dict[int, int]:
-    """Core -> ticks spent busy since boot (empty when ``/proc/stat`` cannot be read)."""
-    try:
-        return {cpu: busy for cpu, (busy, _) in _ticks_per_cpu().items()}
-    except (OSError, ValueError, IndexError):
-        return {}
-
-
-def _least_busy_cpu(allowed: set[int], interval: float = 0.02) -> int | None:
-    """The allowed core that was least busy over ``interval`` seconds (the current one on ties)."""
-    before = _busy_ticks_per_cpu()
-    time.sleep(interval)
-    after = _busy_ticks_per_cpu()
+def _least_busy_cpu(busy: dict[int, int]) -> int | None:
+    """The core with the fewest busy ticks (the current one on ties, or when there is no sample)."""
     current = _current_cpu()
-    load = {cpu: after[cpu] - before.get(cpu, 0) for cpu in allowed if cpu in after}
-    if not load:
+    if not busy:
         return current
-    return min(load, key=lambda cpu: (load[cpu], cpu != current))
+    return min(busy, key=lambda cpu: (busy[cpu], cpu != current))
 
 
 def _current_cpu() -> int | None:
@@ -213,7 +190,8 @@ def mlx_threads_on_one_core() -> Iterator[None]:
     when MLX's default device is not the CPU, or when the worker cannot be identified.
     """
     depth = getattr(_state, "depth", 0)
-    restore = _pin_caller_and_worker() if depth == 0 and _enabled() else []
+    mode = _mode() if depth == 0 else None
+    restore = _pin_caller_and_worker(only_if_idle=mode == "auto") if mode is not None else []
     _state.depth = depth + 1
     try:
         yield
@@ -226,14 +204,26 @@ def mlx_threads_on_one_core() -> Iterator[None]:
                 pass
 
 
-def _pin_caller_and_worker() -> list[tuple[int, set[int]]]:
-    """Pin the calling thread and MLX's worker to the least busy core; ``(tid, previous cpus)`` to restore."""
+def _pin_caller_and_worker(only_if_idle: bool) -> list[tuple[int, set[int]]]:
+    """Pin the calling thread and MLX's worker to the least busy core; ``(tid, previous cpus)`` to restore.
+
+    With ``only_if_idle``, nothing is pinned unless other processes leave a core idle: a pinned
+    thread cannot move away from a busy core, and when other jobs already keep the cores busy
+    (several trainings started side by side, say) the scheduler places threads better; with three
+    pinned or spinning processes on two cores, a PPO run measured 30x slower. One ``/proc/stat``
+    sample serves both this check and the choice of core.
+    """
     restore: list[tuple[int, set[int]]] = []
     try:
         caller_cpus = os.sched_getaffinity(0)
         worker = find_mlx_cpu_worker() if len(caller_cpus) > 1 else None
-        cpu = _least_busy_cpu(caller_cpus) if worker is not None else None
-        if worker is not None and cpu in caller_cpus:
+        if worker is None:
+            return restore
+        load = _cpu_load(caller_cpus)
+        if only_if_idle and (load is None or load[1] >= len(caller_cpus) - 0.5):
+            return restore
+        cpu = _least_busy_cpu(load[0] if load is not None else {})
+        if cpu in caller_cpus:
             worker_cpus = os.sched_getaffinity(worker)
             os.sched_setaffinity(worker, {cpu})
             restore.append((worker, worker_cpus))

@@ -216,6 +216,10 @@ def polyak_update(params: Any, target_params: Any, tau: float | mx.array) -> Any
     """
     from mlx.utils import tree_map
 
+    if isinstance(tau, (int, float)) and tau == 1.0:
+        # A copy: the online arrays themselves (the library never writes into an array, so sharing
+        # them costs nothing; DQN's default copies every target_update_interval env steps).
+        return tree_map(lambda p, t: p, params, target_params)
     return tree_map(lambda p, t: tau * p + (1.0 - tau) * t, params, target_params)
 
 

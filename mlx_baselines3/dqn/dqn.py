@@ -188,18 +188,9 @@ class DQN(OffPolicyAlgorithm):
     # ------------------------------------------------------------------ target network, exploration
 
     def _update_target(self) -> None:
-        """Polyak update of the target network (a copy with the default ``tau=1``).
-
-        With ``tau == 1`` the target takes the online network's arrays themselves: the library never
-        writes into an array (an update makes new ones), so sharing them is a copy that costs nothing
-        (no kernels, no evaluation); the two networks keep their own parameter dicts. It runs every
-        ``target_update_interval`` env steps: every 10 with RL-Zoo's CartPole settings. (Code that
-        writes into a parameter in place, ``w += 1``, would move both networks until the next update.)
-        """
+        """Polyak update of the target network (a copy with the default ``tau=1``: the target then
+        shares the online network's arrays, see :func:`polyak_update`)."""
         target = self.q_net_target
-        if self.tau == 1.0:
-            target.update(self.q_net.parameters())
-            return
         target.update(polyak_update(self.q_net.parameters(), target.parameters(), self.tau))
         mx.eval(target.parameters())
 

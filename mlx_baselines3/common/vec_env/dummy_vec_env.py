@@ -10,9 +10,9 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from mlx_baselines3.common.utils import copy_infos, copy_observation
+from mlx_baselines3.common.utils import copy_infos
 from mlx_baselines3.common.vec_env.base_vec_env import VecEnv, VecEnvIndices, VecEnvObs, VecEnvStepReturn
-from mlx_baselines3.common.vec_env.util import dict_to_obs, obs_space_info
+from mlx_baselines3.common.vec_env.util import copy_obs_dict, dict_to_obs, obs_space_info
 
 
 def _check_env_instance(env: Any, index: int) -> gym.Env:
@@ -118,7 +118,7 @@ class DummyVecEnv(VecEnv):
                 self.buf_obs[key][env_idx] = obs[key]
 
     def _obs_from_buf(self) -> VecEnvObs:
-        return dict_to_obs(self.observation_space, copy_observation(self.buf_obs))
+        return dict_to_obs(self.observation_space, copy_obs_dict(self.buf_obs))
 
     def get_attr(self, attr_name: str, indices: VecEnvIndices = None) -> list[Any]:
         target_envs = self._get_target_envs(indices)
