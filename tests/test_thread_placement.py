@@ -35,6 +35,10 @@ def _affinities() -> dict[int, set[int]]:
     return {int(tid): os.sched_getaffinity(int(tid)) for tid in os.listdir("/proc/self/task")}
 
 
+def _policies() -> dict[int, int]:
+    return {int(tid): os.sched_getscheduler(int(tid)) for tid in os.listdir("/proc/self/task")}
+
+
 def test_worker_is_the_thread_that_runs_mlx_operations() -> None:
     worker = find_mlx_cpu_worker()
     assert worker is not None
@@ -51,8 +55,10 @@ def test_worker_is_the_thread_that_runs_mlx_operations() -> None:
 
 def test_pins_caller_and_worker_together_and_restores() -> None:
     before = _affinities()
+    policies_before = _policies()
     worker = find_mlx_cpu_worker()
     assert worker is not None
+    assert policies_before[worker] == os.SCHED_OTHER
     with mlx_threads_on_one_core():
         inside = _affinities()
         caller = inside[threading.get_native_id()]
@@ -60,38 +66,54 @@ def test_pins_caller_and_worker_together_and_restores() -> None:
         assert inside[worker] == caller
         others = {tid: cpus for tid, cpus in inside.items() if tid not in (worker, threading.get_native_id())}
         assert all(cpus == before[tid] for tid, cpus in others.items()), "only the two threads move"
+        # The worker does not preempt the Python thread when handed work; nothing else changes policy
+        policies = _policies()
+        assert policies[worker] == os.SCHED_BATCH
+        assert all(policies[tid] == policies_before[tid] for tid in policies if tid != worker)
         with mlx_threads_on_one_core():  # nested: unchanged
             assert _affinities()[worker] == caller
+            assert os.sched_getscheduler(worker) == os.SCHED_BATCH
         assert _affinities()[worker] == caller
     assert _affinities() == before
+    assert _policies() == policies_before
 
 
 def test_restores_when_the_block_raises() -> None:
     before = _affinities()
+    policies_before = _policies()
     with pytest.raises(RuntimeError, match="boom"), mlx_threads_on_one_core():
         raise RuntimeError("boom")
     assert _affinities() == before
+    assert _policies() == policies_before
 
 
 def test_environment_variable_turns_it_off(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(PIN_THREADS_ENV_VAR, "0")
     before = _affinities()
+    policies_before = _policies()
     with mlx_threads_on_one_core():
         assert _affinities() == before
+        assert _policies() == policies_before
 
 
 def test_learn_runs_pinned_and_restores() -> None:
     seen: list[int] = []
+    worker_policies: list[int] = []
+    worker = find_mlx_cpu_worker()
+    assert worker is not None
 
     class RecordAffinity(BaseCallback):
         def _on_step(self) -> bool:
             seen.append(len(os.sched_getaffinity(0)))
+            worker_policies.append(os.sched_getscheduler(worker))
             return True
 
     before = os.sched_getaffinity(0)
     PPO("MlpPolicy", gym.make("CartPole-v1"), n_steps=16, batch_size=16, n_epochs=1).learn(32, callback=RecordAffinity())
     assert seen and set(seen) == {1}
+    assert set(worker_policies) == {os.SCHED_BATCH}
     assert os.sched_getaffinity(0) == before
+    assert os.sched_getscheduler(worker) == os.SCHED_OTHER
 
 
 def test_auto_mode_pins_only_when_other_processes_leave_a_core_idle(monkeypatch: pytest.MonkeyPatch) -> None:

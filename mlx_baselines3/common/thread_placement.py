@@ -14,6 +14,14 @@ different cores), and restores both threads' previous affinity on exit. Only tho
 threads move: the OpenBLAS threads (multi-threaded matrix products), env worker processes and
 any other thread keep every core. ``learn()`` of every algorithm and ``evaluate_policy`` use it.
 
+While they share the core, the worker runs under ``SCHED_BATCH``. A normal thread that is woken
+preempts the thread on its core: every operation the Python thread handed over woke the worker,
+which took the core for that one operation and went back to sleep, two context switches per
+operation. A batch thread does not preempt on wake-up, so the Python thread queues a compiled
+step's operations and the worker then runs them back to back (PPO CartPole 6.9k -> 8.7k steps/s,
+DQN +5%; on its own core, or unpinned, it made no difference). Its previous policy is restored
+with the affinity.
+
 The worker thread is found by watching each thread's count of voluntary context switches
 (``/proc/self/task/<tid>/status``) while evaluating a few tiny MLX operations: the worker is the
 one other thread that goes to sleep and is woken once per evaluation (threads that spin, such as
@@ -185,8 +193,9 @@ def _current_cpu() -> int | None:
 def mlx_threads_on_one_core() -> Iterator[None]:
     """Within the block, run the calling thread and MLX's CPU worker on the same core.
 
-    Nested uses keep the outermost placement. Restores both threads' affinity on exit, also when
-    the block raises. Does nothing when disabled (``MLX_BASELINES3_PIN_THREADS=0``), off Linux,
+    Nested uses keep the outermost placement. The worker runs under ``SCHED_BATCH`` meanwhile.
+    Restores both threads' affinity and the worker's scheduling policy on exit, also when the block
+    raises. Does nothing when disabled (``MLX_BASELINES3_PIN_THREADS=0``), off Linux,
     when MLX's default device is not the CPU, or when the worker cannot be identified.
     """
     depth = getattr(_state, "depth", 0)
@@ -197,15 +206,34 @@ def mlx_threads_on_one_core() -> Iterator[None]:
         yield
     finally:
         _state.depth = depth
-        for tid, cpus in reversed(restore):
+        for tid, cpus, policy in reversed(restore):
             try:
+                if policy is not None:
+                    os.sched_setscheduler(tid, policy, os.sched_param(0))
                 os.sched_setaffinity(tid, cpus)
             except OSError:
                 pass
 
 
-def _pin_caller_and_worker(only_if_idle: bool) -> list[tuple[int, set[int]]]:
-    """Pin the calling thread and MLX's worker to the least busy core; ``(tid, previous cpus)`` to restore.
+def _batch_scheduling(tid: int) -> int | None:
+    """Put thread ``tid`` under ``SCHED_BATCH`` (no preemption on wake-up); its previous policy, or
+    None when it was not changed (already batch, or not allowed)."""
+    batch = getattr(os, "SCHED_BATCH", None)
+    if batch is None:
+        return None
+    try:
+        previous = os.sched_getscheduler(tid)
+        if previous == batch:
+            return None
+        os.sched_setscheduler(tid, batch, os.sched_param(0))
+    except OSError:
+        return None
+    return previous
+
+
+def _pin_caller_and_worker(only_if_idle: bool) -> list[tuple[int, set[int], int | None]]:
+    """Pin the calling thread and MLX's worker to the least busy core and make the worker a batch
+    thread; ``(tid, previous cpus, previous scheduling policy or None)`` to restore.
 
     With ``only_if_idle``, nothing is pinned unless other processes leave a core idle: a pinned
     thread cannot move away from a busy core, and when other jobs already keep the cores busy
@@ -213,7 +241,7 @@ def _pin_caller_and_worker(only_if_idle: bool) -> list[tuple[int, set[int]]]:
     pinned or spinning processes on two cores, a PPO run measured 30x slower. One ``/proc/stat``
     sample serves both this check and the choice of core.
     """
-    restore: list[tuple[int, set[int]]] = []
+    restore: list[tuple[int, set[int], int | None]] = []
     try:
         caller_cpus = os.sched_getaffinity(0)
         worker = find_mlx_cpu_worker() if len(caller_cpus) > 1 else None
@@ -226,9 +254,9 @@ def _pin_caller_and_worker(only_if_idle: bool) -> list[tuple[int, set[int]]]:
         if cpu in caller_cpus:
             worker_cpus = os.sched_getaffinity(worker)
             os.sched_setaffinity(worker, {cpu})
-            restore.append((worker, worker_cpus))
+            restore.append((worker, worker_cpus, _batch_scheduling(worker)))
             os.sched_setaffinity(0, {cpu})
-            restore.append((0, caller_cpus))
+            restore.append((0, caller_cpus, None))
     except OSError:
         pass  # placement is an optimisation only: leave the threads where they are
     return restore
