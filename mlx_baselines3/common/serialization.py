@@ -913,6 +913,10 @@ def get_system_info(print_info: bool = True) -> tuple[dict[str, str], str]:
 
     blas = blas_info()
     info["BLAS"] = f"{blas['version'] or blas['provider']} ({'active' if blas['active'] else blas['reason']})"
+    from mlx_baselines3._jit import jit_info
+
+    jit = jit_info()
+    info["MLX CPU kernels"] = f"g++ {jit['flags']}" if jit["active"] else f"MLX's default flags ({jit['reason']})"
     text = "".join(f"- {key}: {value}\n" for key, value in info.items())
     if print_info:
         print(text)
