@@ -4,8 +4,9 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 import pytest
+from mlx.utils import tree_flatten
 
-from mlx_baselines3.common.layers import Linear, create_mlp
+from mlx_baselines3.common.layers import Linear, Mlp, create_mlp
 
 
 @pytest.mark.parametrize("bias", [True, False])
@@ -51,3 +52,57 @@ def test_mlp_gradients_equal_nn_linear_compiled_and_not():
             sorted(nn.utils.tree_flatten(got)), sorted(nn.utils.tree_flatten(expected))
         ):
             np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-5, atol=1e-6, err_msg=name)
+
+
+def _numpy_tanh_mlp(params, x):
+    """Forward and backward of Linear-tanh-Linear-tanh-Linear in float64 NumPy (loss: mean square)."""
+    w = [np.asarray(params[f"layers.{i}.{name}"], np.float64) for i in (0, 2, 4) for name in ("weight", "bias")]
+    h0 = x.astype(np.float64)
+    h1 = np.tanh(h0 @ w[0].T + w[1])
+    h2 = np.tanh(h1 @ w[2].T + w[3])
+    out = h2 @ w[4].T + w[5]
+    g_out = 2 * out / out.size
+    g_z2 = (g_out @ w[4]) * (1 - h2**2)
+    g_z1 = (g_z2 @ w[2]) * (1 - h1**2)
+    grads = {
+        "layers.4.weight": g_out.T @ h2, "layers.4.bias": g_out.sum(0),
+        "layers.2.weight": g_z2.T @ h1, "layers.2.bias": g_z2.sum(0),
+        "layers.0.weight": g_z1.T @ h0, "layers.0.bias": g_z1.sum(0),
+    }
+    return out, grads, g_z1 @ w[0]
+
+
+def test_fused_tanh_mlp_matches_numpy_and_keeps_sequential_names():
+    mx.random.seed(3)
+    mlp = Mlp(*create_mlp(5, 3, [16, 8], nn.Tanh))
+    sequential = nn.Sequential(*mlp.layers)
+    assert [name for name, _ in tree_flatten(mlp.parameters())] == [
+        name for name, _ in tree_flatten(sequential.parameters())
+    ]
+    x = np.random.default_rng(0).normal(size=(11, 5)).astype(np.float32) * 2
+    params = dict(tree_flatten(mlp.parameters()))
+    expected_out, expected_grads, expected_input_grad = _numpy_tanh_mlp(params, x)
+
+    def loss(module, inputs):
+        return mx.mean(mx.square(module(inputs)))
+
+    np.testing.assert_allclose(np.array(mlp(mx.array(x))), expected_out, rtol=1e-5, atol=2e-6)
+    plain = nn.value_and_grad(mlp, loss)(mlp, mx.array(x))[1]
+    compiled = mx.compile(lambda inputs: nn.value_and_grad(mlp, loss)(mlp, inputs)[1])(mx.array(x))
+    for got in (plain, compiled):
+        flat = dict(tree_flatten(got))
+        assert set(flat) == set(expected_grads)
+        for name, value in expected_grads.items():
+            np.testing.assert_allclose(np.array(flat[name]), value, rtol=1e-4, atol=2e-6, err_msg=name)
+    input_grad = mx.grad(lambda inputs: loss(mlp, inputs))(mx.array(x))
+    np.testing.assert_allclose(np.array(input_grad), expected_input_grad, rtol=1e-4, atol=2e-6)
+    # Same function as running the same layers one by one
+    np.testing.assert_allclose(np.array(mlp(mx.array(x))), np.array(sequential(mx.array(x))), rtol=1e-5, atol=1e-6)
+
+
+def test_mlp_runs_other_activations_layer_by_layer():
+    mx.random.seed(4)
+    mlp = Mlp(*create_mlp(3, 2, [8], nn.ReLU))
+    x = mx.random.normal((6, 3))
+    layer_by_layer = mlp.layers[2](nn.relu(mlp.layers[0](x)))
+    np.testing.assert_allclose(np.array(mlp(x)), np.array(layer_by_layer), rtol=1e-6, atol=1e-7)

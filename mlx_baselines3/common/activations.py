@@ -41,12 +41,17 @@ def _horner(coefficients: tuple[float, ...], z: mx.array) -> mx.array:
     return result
 
 
-@mx.custom_function
-def fast_tanh(x: mx.array) -> mx.array:
-    """``tanh`` as a float32 rational approximation (max abs error < 4e-7); gradient ``1 - y^2``."""
+def rational_tanh(x: mx.array) -> mx.array:
+    """The forward computation of :func:`fast_tanh` (plain operations, differentiable term by term)."""
     x = mx.clip(x, -_CLAMP, _CLAMP)
     z = x * x
     return mx.clip(x * _horner(_NUMERATOR, z) / _horner(_DENOMINATOR, z), -1.0, 1.0)
+
+
+@mx.custom_function
+def fast_tanh(x: mx.array) -> mx.array:
+    """``tanh`` as a float32 rational approximation (max abs error < 4e-7); gradient ``1 - y^2``."""
+    return rational_tanh(x)
 
 
 @fast_tanh.vjp
@@ -58,6 +63,13 @@ def cpu_tanh(x: mx.array) -> mx.array:
     """:func:`fast_tanh` on the CPU backend, ``mx.tanh`` elsewhere (decided when traced)."""
     if mx.default_device() == mx.cpu:
         return cast(mx.array, fast_tanh(x))
+    return mx.tanh(x)
+
+
+def cpu_tanh_forward(x: mx.array) -> mx.array:
+    """The values of :func:`cpu_tanh` without its custom gradient (for callers that supply their own)."""
+    if mx.default_device() == mx.cpu:
+        return rational_tanh(x)
     return mx.tanh(x)
 
 

@@ -9,7 +9,7 @@ import mlx.nn as nn
 import mlx.optimizers as optim
 from gymnasium import spaces
 
-from mlx_baselines3.common.layers import BaseFeaturesExtractor, create_mlp
+from mlx_baselines3.common.layers import BaseFeaturesExtractor, Mlp, create_mlp
 from mlx_baselines3.common.policies import BaseModel, make_optimizer
 from mlx_baselines3.common.preprocessing import get_action_dim
 from mlx_baselines3.common.type_aliases import Schedule
@@ -120,7 +120,7 @@ class ContinuousCritic(BaseModel):
             share_features_extractor=share_features_extractor,
         )
         self.q_networks = [
-            nn.Sequential(*create_mlp(features_dim + action_dim, 1, list(net_arch), activation_fn))
+            Mlp(*create_mlp(features_dim + action_dim, 1, list(net_arch), activation_fn))
             for _ in range(self.n_critics)
         ]
 

@@ -14,7 +14,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from gymnasium import spaces
 
-from mlx_baselines3.common.activations import Tanh
+from mlx_baselines3.common.activations import Tanh, cpu_tanh_forward
 from mlx_baselines3.common.preprocessing import (
     get_flattened_obs_dim,
     is_image_space,
@@ -52,6 +52,72 @@ class Linear(nn.Linear):
             return super().__call__(x)
         output: mx.array = _linear(x, self["weight"], self["bias"])  # type: ignore[assignment]
         return output
+
+
+def _linear_then(activation: Any, derivative_from_output: Any) -> Any:
+    """``activation(x @ weight.T + bias)`` as one differentiable function.
+
+    The bias addition and the activation form one fused elementwise kernel after the matrix
+    product, instead of ``addmm`` (which first copies the broadcast bias into its output, ~20 us
+    for a 256x256 output on MLX's CPU backend) followed by the activation as a separate kernel.
+    The gradient uses the activation's derivative computed from its output, and gives the weight
+    gradient in the weight's layout (as :class:`Linear`).
+    """
+
+    @mx.custom_function
+    def forward(x: mx.array, weight: mx.array, bias: mx.array) -> mx.array:
+        return activation(x @ weight.T + bias)
+
+    @forward.vjp
+    def backward(
+        primals: tuple[mx.array, mx.array, mx.array], cotangent: mx.array, output: mx.array
+    ) -> tuple[mx.array, mx.array, mx.array]:
+        x, weight, _ = primals
+        pre_activation_grad = cotangent * derivative_from_output(output)
+        return pre_activation_grad @ weight, pre_activation_grad.T @ x, pre_activation_grad.sum(axis=0)
+
+    return forward
+
+
+_linear_tanh = _linear_then(cpu_tanh_forward, lambda y: 1.0 - y * y)
+# Activation modules fused with the Linear before them: (module type, fused function). Not ReLU:
+# with MLX 0.32's CPU backend the bias add then runs in a scalar "strided" kernel (the bias is
+# broadcast), which for SAC's 256x256 layers cost more than addmm's copy plus a vectorised ReLU.
+_FUSED_ACTIVATIONS: tuple[tuple[type, Any], ...] = ((Tanh, _linear_tanh),)
+
+
+class Mlp(nn.Sequential):
+    """``nn.Sequential`` of :func:`create_mlp` layers that runs each ``Linear`` followed by a (fast)
+    Tanh as one fused step (:func:`_linear_then`). Same parameters and names as ``nn.Sequential``
+    (``layers.<i>.weight``), same function.
+
+    Measured on MLX's CPU backend (``benchmarks/throughput.py``, alternating runs): PPO CartPole
+    8.1k -> 8.55k steps/s, A2C 19.2k -> 20.4k (fewer graph nodes per step; no bias copy).
+    """
+
+    def __call__(self, x: mx.array) -> mx.array:
+        layers = self.layers
+        index = 0
+        while index < len(layers):
+            layer = layers[index]
+            fused = _fused_with_next(layer, layers[index + 1]) if index + 1 < len(layers) else None
+            if fused is not None:
+                x = fused(x, layer["weight"], layer["bias"])
+                index += 2
+            else:
+                x = layer(x)
+                index += 1
+        return x
+
+
+def _fused_with_next(layer: nn.Module, activation: nn.Module) -> Any:
+    """The fused function for ``layer`` then ``activation``, or None when they cannot be fused."""
+    if type(layer) is not Linear or "bias" not in layer:
+        return None
+    for activation_type, fused in _FUSED_ACTIVATIONS:
+        if type(activation) is activation_type:
+            return fused
+    return None
 
 
 class BaseFeaturesExtractor(nn.Module):
@@ -203,8 +269,8 @@ class MlpExtractor(nn.Module):
         for width in pi_layers + vf_layers:
             if not isinstance(width, int) or width <= 0:
                 raise ValueError(f"net_arch entries must be positive ints, got {net_arch!r}")
-        self.policy_net = nn.Sequential(*create_mlp(feature_dim, -1, pi_layers, activation_fn))
-        self.value_net = nn.Sequential(*create_mlp(feature_dim, -1, vf_layers, activation_fn))
+        self.policy_net = Mlp(*create_mlp(feature_dim, -1, pi_layers, activation_fn))
+        self.value_net = Mlp(*create_mlp(feature_dim, -1, vf_layers, activation_fn))
         object.__setattr__(self, "latent_dim_pi", pi_layers[-1] if pi_layers else feature_dim)
         object.__setattr__(self, "latent_dim_vf", vf_layers[-1] if vf_layers else feature_dim)
 

@@ -15,6 +15,7 @@ from mlx_baselines3.common.layers import (
     BaseFeaturesExtractor,
     CombinedExtractor,
     FlattenExtractor,
+    Mlp,
     NatureCNN,
     create_mlp,
 )
@@ -57,7 +58,7 @@ class QNetwork(BasePolicy):
             net_arch = [64, 64]
         self._set_config(net_arch=list(net_arch), features_dim=features_dim, activation_fn=activation_fn)
         action_dim = int(action_space.n)
-        self.q_net = nn.Sequential(*create_mlp(features_dim, action_dim, list(net_arch), activation_fn))
+        self.q_net = Mlp(*create_mlp(features_dim, action_dim, list(net_arch), activation_fn))
 
     def __call__(self, obs: Any) -> mx.array:
         """Q-values ``[B, n_actions]``."""

@@ -23,6 +23,7 @@ from mlx_baselines3.common.layers import (
     BaseFeaturesExtractor,
     CombinedExtractor,
     FlattenExtractor,
+    Mlp,
     NatureCNN,
     create_mlp,
 )
@@ -95,7 +96,7 @@ class Actor(BasePolicy):
             clip_mean=clip_mean,
             action_dist=SquashedDiagGaussianDistribution(action_dim),
         )
-        self.latent_pi = nn.Sequential(*create_mlp(features_dim, -1, list(net_arch), activation_fn))
+        self.latent_pi = Mlp(*create_mlp(features_dim, -1, list(net_arch), activation_fn))
         last_layer_dim = net_arch[-1] if len(net_arch) > 0 else features_dim
         self.mu = nn.Linear(last_layer_dim, action_dim)
         self.log_std = nn.Linear(last_layer_dim, action_dim)

@@ -20,6 +20,7 @@ from mlx_baselines3.common.layers import (
     BaseFeaturesExtractor,
     CombinedExtractor,
     FlattenExtractor,
+    Mlp,
     NatureCNN,
     create_mlp,
 )
@@ -62,7 +63,7 @@ class Actor(BasePolicy):
         )
         self._set_config(net_arch=list(net_arch), features_dim=features_dim, activation_fn=activation_fn)
         action_dim = get_action_dim(action_space)
-        self.mu = nn.Sequential(
+        self.mu = Mlp(
             *create_mlp(features_dim, action_dim, list(net_arch), activation_fn, squash_output=True)
         )
 
