@@ -19,19 +19,24 @@ a compile with the flags fails, the wrapper compiles again without them.
 Measured on the 2-core Linux x86-64 machines this project is benchmarked on, whole training runs
 (``benchmarks/throughput.py``): DQN CartPole +10%, SAC Pendulum +5%, PPO CartPole +3%.
 
-Kernels compiled earlier without the flags would stay in MLX's cache and be reused. So, when
-none of ``TMPDIR``, ``TMP`` and ``TEMP`` is set, MLX's kernel cache is moved to a folder of its
-own, keyed by the flags, the compiler and the CPU, by setting ``TEMPDIR`` (read by the C++
-standard library's ``temp_directory_path``, which MLX uses, after the other three; Python's
-``tempfile`` does not read it). When one of them is set, the kernels share MLX's usual cache.
+Kernels compiled earlier without the flags would stay in MLX's cache and be reused, and kernels
+built for this CPU must not be served to another one. So MLX's kernel cache is moved to a folder
+of its own, keyed by the flags, the compiler and the CPU model and features, by setting
+``TEMPDIR``: the C++ standard library's ``temp_directory_path``, which MLX uses, reads it after
+``TMPDIR``, ``TMP`` and ``TEMP``, and Python's ``tempfile`` does not read it. When one of those
+three is set, MLX would put its kernels there whatever this module does, so nothing is changed.
 
-The wrapper and the cache live in ``<tempdir>/mlx_baselines3-<uid>/`` (mode 0700, checked to be
-owned by this user, on a file system that allows executing files).
+Wrapper and kernels live in ``$XDG_CACHE_HOME/mlx_baselines3/jit-<key>/`` (``~/.cache`` by
+default; the system temporary folder when that cannot be written), checked to be owned by this
+user, writable only by it, and on a file system that allows running programs. The wrapper runs
+the real compiler with its own folder removed from ``PATH`` (a ``ccache`` link folder earlier on
+``PATH`` then cannot lead back to it).
 
 Control it with the environment variable ``MLX_BASELINES3_JIT_FLAGS``: unset, ``1``, ``on`` or
-``auto`` for :data:`DEFAULT_FLAGS`; ``0``, ``off``, ``false`` or ``no`` to leave MLX alone; any
-other value is used as the flags. :func:`jit_info` (and ``get_system_info``) say what is active.
-Nothing happens off Linux.
+``auto`` for :data:`DEFAULT_FLAGS`; ``0``, ``off``, ``false`` or ``no`` to leave MLX alone (this
+also undoes what a parent process set up); any other value is used as the flags (split as a
+shell would). :func:`jit_info` (and ``get_system_info``) say what is active. Nothing happens off
+Linux.
 """
 
 from __future__ import annotations
@@ -59,8 +64,7 @@ _AUTO_VALUES = frozenset({"", "1", "on", "true", "yes", "auto"})
 _TEMP_VARIABLES = ("TMPDIR", "TMP", "TEMP")
 _CACHE_VARIABLE = "TEMPDIR"
 _COMPILER = "g++"
-# MLX's kernel compiles write a shared library into .../mlx/<version>/cpu/
-_KERNEL_COMMAND_PATTERN = '*" -shared "*"/mlx/"*"/cpu/"*'
+_FOLDER_NAME = "mlx_baselines3"
 
 
 @dataclass(frozen=True)
@@ -112,64 +116,122 @@ def enable_vectorized_kernels() -> JitInfo:
 def _enable() -> JitInfo:
     setting = os.environ.get(JIT_ENV_VAR, "").strip()
     if setting.lower() in _OFF_VALUES:
+        _undo_inherited_setup()
         return JitInfo(False, reason=f"{JIT_ENV_VAR}={setting}")
     if not sys.platform.startswith("linux"):
         return JitInfo(False, reason="not Linux (MLX compiles CPU kernels with g++ on Linux only)")
-    flags = DEFAULT_FLAGS if setting.lower() in _AUTO_VALUES else setting
-    base = Path(tempfile.gettempdir()) / f"mlx_baselines3-{os.getuid()}"
-    problem = _private_folder(base)
-    if problem:
-        return JitInfo(False, reason=problem)
-    bin_dir = base / "bin"
-    bin_dir.mkdir(mode=0o700, exist_ok=True)
-    compiler = _real_compiler(exclude=bin_dir)
+    try:
+        flags = shlex.split(DEFAULT_FLAGS if setting.lower() in _AUTO_VALUES else setting)
+    except ValueError as error:
+        return JitInfo(False, reason=f"{JIT_ENV_VAR} cannot be split into flags: {error}")
+    inherited = _our_cache_folder(os.environ.get(_CACHE_VARIABLE, ""))
+    if any(os.environ.get(name) for name in _TEMP_VARIABLES):
+        set_variable = next(name for name in _TEMP_VARIABLES if os.environ.get(name))
+        return JitInfo(False, reason=f"{set_variable} is set, so MLX's kernel cache cannot get a folder of its own")
+    if os.environ.get(_CACHE_VARIABLE) and not inherited:
+        return JitInfo(False, reason=f"{_CACHE_VARIABLE} is set, so MLX's kernel cache cannot get a folder of its own")
+    bases = {str(base) for base in _base_folders()}
+    compiler = shutil.which(_COMPILER, path=_path_without(os.environ.get("PATH", ""), bases))
     if compiler is None:
         return JitInfo(False, reason=f"no {_COMPILER} on PATH (MLX cannot compile fused CPU kernels)")
-    if os.statvfs(bin_dir).f_flag & os.ST_NOEXEC:
-        return JitInfo(False, reason=f"{bin_dir} is on a file system that does not allow executing files")
-    wrapper = bin_dir / _COMPILER
-    _write_if_changed(wrapper, _wrapper_script(compiler, flags))
-    kernel_cache = None
-    if not any(os.environ.get(name) for name in _TEMP_VARIABLES):
-        cache = base / f"kernels-{_cache_key(compiler, flags)}"
-        cache.mkdir(mode=0o700, exist_ok=True)
-        os.environ[_CACHE_VARIABLE] = str(cache)
-        kernel_cache = str(cache / "mlx")
-    path = os.environ.get("PATH", "")
-    entries = [entry for entry in path.split(os.pathsep) if entry and Path(entry) != bin_dir]
-    os.environ["PATH"] = os.pathsep.join([str(bin_dir), *entries])
-    return JitInfo(True, flags=flags, compiler=compiler, wrapper=str(wrapper), kernel_cache=kernel_cache)
+    key = _cache_key(compiler, flags)
+    problems = []
+    for base in _base_folders():
+        folder = base / f"jit-{key}"
+        problem = _usable_folder(base, folder)
+        if problem:
+            problems.append(problem)
+            continue
+        bin_dir, kernels = folder / "bin", folder / "kernels"
+        bin_dir.mkdir(mode=0o700, exist_ok=True)
+        kernels.mkdir(mode=0o700, exist_ok=True)
+        wrapper = bin_dir / _COMPILER
+        _write_if_changed(wrapper, _wrapper_script(compiler, flags, bin_dir, kernels))
+        os.environ[_CACHE_VARIABLE] = str(kernels)
+        os.environ["PATH"] = os.pathsep.join([str(bin_dir), _path_without(os.environ.get("PATH", ""), bases)])
+        return JitInfo(
+            True, flags=shlex.join(flags), compiler=compiler, wrapper=str(wrapper), kernel_cache=str(kernels / "mlx")
+        )
+    return JitInfo(False, reason="; ".join(problems))
 
 
-def _private_folder(path: Path) -> str:
-    """Create ``path`` (mode 0700) or check an existing one; a reason it cannot be used, or ''."""
+def _base_folders() -> list[Path]:
+    """Where wrappers and kernels may live, in order of preference."""
+    cache_home = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return [Path(cache_home) / _FOLDER_NAME, Path(tempfile.gettempdir()) / f"{_FOLDER_NAME}-{os.getuid()}"]
+
+
+def _our_cache_folder(value: str) -> bool:
+    """``value`` is a kernel folder this module set up (in this process or a parent)."""
+    if not value:
+        return False
+    path = Path(value)
+    return path.name == "kernels" and path.parent.name.startswith("jit-") and path.parent.parent in _base_folders()
+
+
+def _path_without(path: str, bases: set[str]) -> str:
+    """``PATH`` without the wrapper folders under any of ``bases``."""
+    kept = []
+    for entry in path.split(os.pathsep):
+        if not entry:
+            continue
+        folder = Path(entry)
+        if folder.name == "bin" and folder.parent.name.startswith("jit-") and str(folder.parent.parent) in bases:
+            continue
+        kept.append(entry)
+    return os.pathsep.join(kept)
+
+
+def _undo_inherited_setup() -> None:
+    """Turned off here but set up by a parent process: drop its wrapper from PATH and its cache folder."""
+    bases = {str(base) for base in _base_folders()}
+    os.environ["PATH"] = _path_without(os.environ.get("PATH", ""), bases)
+    if _our_cache_folder(os.environ.get(_CACHE_VARIABLE, "")):
+        del os.environ[_CACHE_VARIABLE]
+
+
+def _usable_folder(base: Path, folder: Path) -> str:
+    """Create ``base`` and ``folder`` (mode 0700) or check existing ones; why they cannot be used, or ''."""
     try:
-        path.mkdir(mode=0o700)
-    except FileExistsError:
-        pass
-    info = path.lstat()
-    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
-        return f"{path} is not a folder owned by this user and writable only by it"
+        base.parent.mkdir(parents=True, exist_ok=True)
+        for path in (base, folder):
+            try:
+                path.mkdir(mode=0o700)
+            except FileExistsError:
+                pass
+            info = path.lstat()
+            if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
+                return f"{path} is not a folder owned by this user and writable only by it"
+        if os.statvfs(folder).f_flag & os.ST_NOEXEC:
+            return f"{folder} is on a file system that does not allow running programs"
+    except OSError as error:
+        return f"cannot use {base}: {error}"
     return ""
 
 
-def _real_compiler(exclude: Path) -> str | None:
-    """The ``g++`` that ``PATH`` leads to, skipping the wrapper's own folder."""
-    entries = [entry for entry in os.environ.get("PATH", "").split(os.pathsep) if entry and Path(entry) != exclude]
-    return shutil.which(_COMPILER, path=os.pathsep.join(entries))
-
-
-def _wrapper_script(compiler: str, flags: str) -> str:
+def _wrapper_script(compiler: str, flags: list[str], bin_dir: Path, kernels: Path) -> str:
     real = shlex.quote(compiler)
+    added = " ".join(shlex.quote(flag) for flag in flags)
+    own = shlex.quote(str(bin_dir))
+    # MLX's kernel compiles write "<kernels>/mlx/<version>/cpu/<name>.so" (then rename it)
+    target = shlex.quote(str(kernels) + "/mlx/")
     return (
         "#!/bin/sh\n"
         "# Written by mlx_baselines3 (mlx_baselines3/_jit.py). MLX's kernel compiles get extra flags\n"
         "# (retried without them if that fails); every other command runs unchanged.\n"
-        f"case \"$*\" in\n"
-        f"  {_KERNEL_COMMAND_PATTERN})\n"
-        f"    {real} {flags} \"$@\" 2>/dev/null && exit 0 ;;\n"
+        "kept=\n"
+        "IFS=:\n"
+        "for entry in $PATH; do\n"
+        f"  [ \"$entry\" = {own} ] || kept=\"${{kept:+$kept:}}$entry\"\n"
+        "done\n"
+        "unset IFS\n"
+        "PATH=$kept\n"
+        "export PATH\n"
+        'case " $* " in\n'
+        f'  *" -shared "*" -o "{target}*"/cpu/"*".so "*)\n'
+        f'    {real} {added} "$@" 2>/dev/null && exit 0 ;;\n'
         "esac\n"
-        f"exec {real} \"$@\"\n"
+        f'exec {real} "$@"\n'
     )
 
 
@@ -186,7 +248,7 @@ def _write_if_changed(path: Path, text: str) -> None:
     os.replace(temporary, path)
 
 
-def _cache_key(compiler: str, flags: str) -> str:
+def _cache_key(compiler: str, flags: list[str]) -> str:
     """Kernels built with other flags, another compiler or for another CPU go to another folder."""
     cpu = ""
     try:
@@ -198,4 +260,4 @@ def _cache_key(compiler: str, flags: str) -> str:
         compiler_id = f"{compiler}:{os.stat(compiler).st_mtime_ns}"
     except OSError:
         compiler_id = compiler
-    return hashlib.sha256(f"{flags}\n{compiler_id}\n{cpu}".encode()).hexdigest()[:12]
+    return hashlib.sha256(f"{shlex.join(flags)}\n{compiler_id}\n{cpu}".encode()).hexdigest()[:12]

@@ -170,3 +170,20 @@ def test_busy_cores_counts_other_processes_and_not_this_one() -> None:
     assert own is not None and others is not None
     assert own < baseline + 0.4, (baseline, own)
     assert others > baseline + 0.6, (baseline, others)
+
+
+def test_a_policy_the_user_chose_is_left_alone() -> None:
+    worker = find_mlx_cpu_worker()
+    assert worker is not None
+    os.sched_setscheduler(worker, os.SCHED_IDLE, os.sched_param(0))
+    try:
+        with mlx_threads_on_one_core():
+            assert os.sched_getscheduler(worker) == os.SCHED_IDLE
+            assert len(os.sched_getaffinity(worker)) == 1  # still pinned
+        assert os.sched_getscheduler(worker) == os.SCHED_IDLE
+    finally:
+        try:
+            os.sched_setscheduler(worker, os.SCHED_OTHER, os.sched_param(0))
+        except PermissionError:  # pragma: no cover - unprivileged and RLIMIT_NICE forbids it
+            pytest.skip("cannot restore the worker's normal policy without privileges")
+    assert os.sched_getscheduler(worker) == os.SCHED_OTHER

@@ -206,34 +206,44 @@ def mlx_threads_on_one_core() -> Iterator[None]:
         yield
     finally:
         _state.depth = depth
-        for tid, cpus, policy in reversed(restore):
+        for tid, cpus, scheduling in reversed(restore):
+            if scheduling is not None:
+                try:
+                    os.sched_setscheduler(tid, *scheduling)
+                except OSError:
+                    pass
             try:
-                if policy is not None:
-                    os.sched_setscheduler(tid, policy, os.sched_param(0))
                 os.sched_setaffinity(tid, cpus)
             except OSError:
                 pass
 
 
-def _batch_scheduling(tid: int) -> int | None:
-    """Put thread ``tid`` under ``SCHED_BATCH`` (no preemption on wake-up); its previous policy, or
-    None when it was not changed (already batch, or not allowed)."""
+_Scheduling = tuple[int, "os.sched_param"]
+
+
+def _batch_scheduling(tid: int) -> _Scheduling | None:
+    """Move thread ``tid`` from the normal policy to ``SCHED_BATCH`` (no preemption on wake-up).
+
+    :return: its previous ``(policy, parameters)``, or None when it was left alone: any policy
+        other than ``SCHED_OTHER`` (idle, real-time: chosen by the user) or a refused change
+    """
     batch = getattr(os, "SCHED_BATCH", None)
     if batch is None:
         return None
     try:
-        previous = os.sched_getscheduler(tid)
-        if previous == batch:
+        policy = os.sched_getscheduler(tid)
+        if policy & ~getattr(os, "SCHED_RESET_ON_FORK", 0) != os.SCHED_OTHER:
             return None
+        previous = (policy, os.sched_getparam(tid))
         os.sched_setscheduler(tid, batch, os.sched_param(0))
     except OSError:
         return None
     return previous
 
 
-def _pin_caller_and_worker(only_if_idle: bool) -> list[tuple[int, set[int], int | None]]:
+def _pin_caller_and_worker(only_if_idle: bool) -> list[tuple[int, set[int], _Scheduling | None]]:
     """Pin the calling thread and MLX's worker to the least busy core and make the worker a batch
-    thread; ``(tid, previous cpus, previous scheduling policy or None)`` to restore.
+    thread; ``(tid, previous cpus, previous scheduling or None)`` to restore.
 
     With ``only_if_idle``, nothing is pinned unless other processes leave a core idle: a pinned
     thread cannot move away from a busy core, and when other jobs already keep the cores busy
@@ -241,7 +251,7 @@ def _pin_caller_and_worker(only_if_idle: bool) -> list[tuple[int, set[int], int 
     pinned or spinning processes on two cores, a PPO run measured 30x slower. One ``/proc/stat``
     sample serves both this check and the choice of core.
     """
-    restore: list[tuple[int, set[int], int | None]] = []
+    restore: list[tuple[int, set[int], _Scheduling | None]] = []
     try:
         caller_cpus = os.sched_getaffinity(0)
         worker = find_mlx_cpu_worker() if len(caller_cpus) > 1 else None
