@@ -187,3 +187,41 @@ def test_a_policy_the_user_chose_is_left_alone() -> None:
         except PermissionError:  # pragma: no cover - unprivileged and RLIMIT_NICE forbids it
             pytest.skip("cannot restore the worker's normal policy without privileges")
     assert os.sched_getscheduler(worker) == os.SCHED_OTHER
+
+
+def test_threads_overlapping_in_the_block_restore_the_worker_when_the_last_leaves() -> None:
+    worker = find_mlx_cpu_worker()
+    assert worker is not None
+    worker_cpus, worker_policy = os.sched_getaffinity(worker), os.sched_getscheduler(worker)
+    first_inside, second_inside, first_left = threading.Event(), threading.Event(), threading.Event()
+    seen: dict[str, bool] = {}
+
+    def first() -> None:
+        own = os.sched_getaffinity(0)
+        with mlx_threads_on_one_core():
+            seen["first pinned with the worker"] = os.sched_getaffinity(0) == os.sched_getaffinity(worker)
+            first_inside.set()
+            second_inside.wait(10)
+        seen["first restored on leaving"] = os.sched_getaffinity(0) == own
+        first_left.set()
+
+    def second() -> None:
+        first_inside.wait(10)
+        with mlx_threads_on_one_core():
+            second_inside.set()
+            first_left.wait(10)
+            # The first thread has left and this one is still inside: the worker stays placed
+            seen["worker still pinned"] = len(os.sched_getaffinity(worker)) == 1
+            seen["worker still batch"] = os.sched_getscheduler(worker) == os.SCHED_BATCH
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+    assert seen == dict.fromkeys(
+        ["first pinned with the worker", "first restored on leaving", "worker still pinned", "worker still batch"],
+        True,
+    )
+    assert os.sched_getaffinity(worker) == worker_cpus
+    assert os.sched_getscheduler(worker) == worker_policy

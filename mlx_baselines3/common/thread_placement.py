@@ -65,6 +65,13 @@ _PROBE_EVALS = 16
 _TASK_DIR = "/proc/self/task"
 
 _state = threading.local()
+_Scheduling = tuple[int, "os.sched_param"]
+_Restore = tuple[int, set[int], "_Scheduling | None"]  # (tid, previous cpus, previous scheduling)
+# The worker is shared by every Python thread of the process: placed by the first thread that
+# enters mlx_threads_on_one_core, restored when the last one leaves.
+_worker_lock = threading.Lock()
+_worker_users = 0
+_worker_restore: list[_Restore] = []
 _worker_cache: dict[int, int] = {}  # pid -> tid of MLX's CPU worker
 
 
@@ -197,28 +204,49 @@ def mlx_threads_on_one_core() -> Iterator[None]:
     Restores both threads' affinity and the worker's scheduling policy on exit, also when the block
     raises. Does nothing when disabled (``MLX_BASELINES3_PIN_THREADS=0``), off Linux,
     when MLX's default device is not the CPU, or when the worker cannot be identified.
+
+    MLX has one worker per process: when several Python threads are inside the block at once, the
+    first one places the worker (and itself), the others run unpinned, and the worker is restored
+    when the last one leaves; each thread restores its own affinity when it leaves.
     """
+    global _worker_users, _worker_restore
     depth = getattr(_state, "depth", 0)
-    mode = _mode() if depth == 0 else None
-    restore = _pin_caller_and_worker(only_if_idle=mode == "auto") if mode is not None else []
+    own_restore: list[_Restore] = []
+    if depth == 0:
+        with _worker_lock:
+            if _worker_users == 0:
+                mode = _mode()
+                restore = _pin_caller_and_worker(only_if_idle=mode == "auto") if mode is not None else []
+                own_restore = [entry for entry in restore if entry[0] == 0]
+                _worker_restore = [entry for entry in restore if entry[0] != 0]
+            _worker_users += 1
     _state.depth = depth + 1
     try:
         yield
     finally:
         _state.depth = depth
-        for tid, cpus, scheduling in reversed(restore):
-            if scheduling is not None:
-                try:
-                    os.sched_setscheduler(tid, *scheduling)
-                except OSError:
-                    pass
+        if depth == 0:
+            _restore(own_restore)
+            with _worker_lock:
+                _worker_users -= 1
+                if _worker_users == 0:
+                    _restore(_worker_restore)
+                    _worker_restore = []
+
+
+def _restore(entries: list[_Restore]) -> None:
+    for tid, cpus, scheduling in reversed(entries):
+        if scheduling is not None:
             try:
-                os.sched_setaffinity(tid, cpus)
+                os.sched_setscheduler(tid, *scheduling)
             except OSError:
                 pass
+        try:
+            os.sched_setaffinity(tid, cpus)
+        except OSError:
+            pass
 
 
-_Scheduling = tuple[int, "os.sched_param"]
 
 
 def _batch_scheduling(tid: int) -> _Scheduling | None:
@@ -241,7 +269,7 @@ def _batch_scheduling(tid: int) -> _Scheduling | None:
     return previous
 
 
-def _pin_caller_and_worker(only_if_idle: bool) -> list[tuple[int, set[int], _Scheduling | None]]:
+def _pin_caller_and_worker(only_if_idle: bool) -> list[_Restore]:
     """Pin the calling thread and MLX's worker to the least busy core and make the worker a batch
     thread; ``(tid, previous cpus, previous scheduling or None)`` to restore.
 
@@ -251,7 +279,7 @@ def _pin_caller_and_worker(only_if_idle: bool) -> list[tuple[int, set[int], _Sch
     pinned or spinning processes on two cores, a PPO run measured 30x slower. One ``/proc/stat``
     sample serves both this check and the choice of core.
     """
-    restore: list[tuple[int, set[int], _Scheduling | None]] = []
+    restore: list[_Restore] = []
     try:
         caller_cpus = os.sched_getaffinity(0)
         worker = find_mlx_cpu_worker() if len(caller_cpus) > 1 else None
