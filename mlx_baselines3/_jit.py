@@ -124,19 +124,20 @@ def _enable() -> JitInfo:
         flags = shlex.split(DEFAULT_FLAGS if setting.lower() in _AUTO_VALUES else setting)
     except ValueError as error:
         return JitInfo(False, reason=f"{JIT_ENV_VAR} cannot be split into flags: {error}")
-    inherited = _our_cache_folder(os.environ.get(_CACHE_VARIABLE, ""))
-    if any(os.environ.get(name) for name in _TEMP_VARIABLES):
-        set_variable = next(name for name in _TEMP_VARIABLES if os.environ.get(name))
+    bases = _base_folders()
+    temp_variables = list(_TEMP_VARIABLES)
+    if not _ours(os.environ.get(_CACHE_VARIABLE, ""), "kernels", bases):  # else set by a parent process
+        temp_variables.append(_CACHE_VARIABLE)
+    set_variable = next((name for name in temp_variables if os.environ.get(name)), None)
+    if set_variable is not None:
         return JitInfo(False, reason=f"{set_variable} is set, so MLX's kernel cache cannot get a folder of its own")
-    if os.environ.get(_CACHE_VARIABLE) and not inherited:
-        return JitInfo(False, reason=f"{_CACHE_VARIABLE} is set, so MLX's kernel cache cannot get a folder of its own")
-    bases = {str(base) for base in _base_folders()}
-    compiler = shutil.which(_COMPILER, path=_path_without(os.environ.get("PATH", ""), bases))
+    path = _path_without_wrappers(os.environ.get("PATH", ""), bases)
+    compiler = shutil.which(_COMPILER, path=path)
     if compiler is None:
         return JitInfo(False, reason=f"no {_COMPILER} on PATH (MLX cannot compile fused CPU kernels)")
     key = _cache_key(compiler, flags)
     problems = []
-    for base in _base_folders():
+    for base in bases:
         folder = base / f"jit-{key}"
         problem = _usable_folder(base, folder)
         if problem:
@@ -148,7 +149,7 @@ def _enable() -> JitInfo:
         wrapper = bin_dir / _COMPILER
         _write_if_changed(wrapper, _wrapper_script(compiler, flags, bin_dir, kernels))
         os.environ[_CACHE_VARIABLE] = str(kernels)
-        os.environ["PATH"] = os.pathsep.join([str(bin_dir), _path_without(os.environ.get("PATH", ""), bases)])
+        os.environ["PATH"] = os.pathsep.join([str(bin_dir), path])
         return JitInfo(
             True, flags=shlex.join(flags), compiler=compiler, wrapper=str(wrapper), kernel_cache=str(kernels / "mlx")
         )
@@ -161,32 +162,24 @@ def _base_folders() -> list[Path]:
     return [Path(cache_home) / _FOLDER_NAME, Path(tempfile.gettempdir()) / f"{_FOLDER_NAME}-{os.getuid()}"]
 
 
-def _our_cache_folder(value: str) -> bool:
-    """``value`` is a kernel folder this module set up (in this process or a parent)."""
-    if not value:
+def _ours(entry: str, leaf: str, bases: list[Path]) -> bool:
+    """``entry`` is a ``<base>/jit-<key>/<leaf>`` folder this module sets up (here or in a parent)."""
+    if not entry:
         return False
-    path = Path(value)
-    return path.name == "kernels" and path.parent.name.startswith("jit-") and path.parent.parent in _base_folders()
+    path = Path(entry)
+    return path.name == leaf and path.parent.name.startswith("jit-") and path.parent.parent in bases
 
 
-def _path_without(path: str, bases: set[str]) -> str:
-    """``PATH`` without the wrapper folders under any of ``bases``."""
-    kept = []
-    for entry in path.split(os.pathsep):
-        if not entry:
-            continue
-        folder = Path(entry)
-        if folder.name == "bin" and folder.parent.name.startswith("jit-") and str(folder.parent.parent) in bases:
-            continue
-        kept.append(entry)
-    return os.pathsep.join(kept)
+def _path_without_wrappers(path: str, bases: list[Path]) -> str:
+    """``PATH`` without empty entries and without the wrapper folders under any of ``bases``."""
+    return os.pathsep.join(entry for entry in path.split(os.pathsep) if entry and not _ours(entry, "bin", bases))
 
 
 def _undo_inherited_setup() -> None:
     """Turned off here but set up by a parent process: drop its wrapper from PATH and its cache folder."""
-    bases = {str(base) for base in _base_folders()}
-    os.environ["PATH"] = _path_without(os.environ.get("PATH", ""), bases)
-    if _our_cache_folder(os.environ.get(_CACHE_VARIABLE, "")):
+    bases = _base_folders()
+    os.environ["PATH"] = _path_without_wrappers(os.environ.get("PATH", ""), bases)
+    if _ours(os.environ.get(_CACHE_VARIABLE, ""), "kernels", bases):
         del os.environ[_CACHE_VARIABLE]
 
 

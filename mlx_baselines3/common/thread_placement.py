@@ -216,9 +216,8 @@ def mlx_threads_on_one_core() -> Iterator[None]:
         with _worker_lock:
             if _worker_users == 0:
                 mode = _mode()
-                restore = _pin_caller_and_worker(only_if_idle=mode == "auto") if mode is not None else []
-                own_restore = [entry for entry in restore if entry[0] == 0]
-                _worker_restore = [entry for entry in restore if entry[0] != 0]
+                if mode is not None:
+                    own_restore, _worker_restore = _pin_caller_and_worker(only_if_idle=mode == "auto")
             _worker_users += 1
     _state.depth = depth + 1
     try:
@@ -247,8 +246,6 @@ def _restore(entries: list[_Restore]) -> None:
             pass
 
 
-
-
 def _batch_scheduling(tid: int) -> _Scheduling | None:
     """Move thread ``tid`` from the normal policy to ``SCHED_BATCH`` (no preemption on wake-up).
 
@@ -269,9 +266,9 @@ def _batch_scheduling(tid: int) -> _Scheduling | None:
     return previous
 
 
-def _pin_caller_and_worker(only_if_idle: bool) -> list[_Restore]:
+def _pin_caller_and_worker(only_if_idle: bool) -> tuple[list[_Restore], list[_Restore]]:
     """Pin the calling thread and MLX's worker to the least busy core and make the worker a batch
-    thread; ``(tid, previous cpus, previous scheduling or None)`` to restore.
+    thread; what to restore for the caller and for the worker (both empty when nothing moved).
 
     With ``only_if_idle``, nothing is pinned unless other processes leave a core idle: a pinned
     thread cannot move away from a busy core, and when other jobs already keep the cores busy
@@ -279,22 +276,22 @@ def _pin_caller_and_worker(only_if_idle: bool) -> list[_Restore]:
     pinned or spinning processes on two cores, a PPO run measured 30x slower. One ``/proc/stat``
     sample serves both this check and the choice of core.
     """
-    restore: list[_Restore] = []
+    worker_restore: list[_Restore] = []
     try:
         caller_cpus = os.sched_getaffinity(0)
         worker = find_mlx_cpu_worker() if len(caller_cpus) > 1 else None
         if worker is None:
-            return restore
+            return [], []
         load = _cpu_load(caller_cpus)
         if only_if_idle and (load is None or load[1] >= len(caller_cpus) - 0.5):
-            return restore
+            return [], []
         cpu = _least_busy_cpu(load[0] if load is not None else {})
-        if cpu in caller_cpus:
-            worker_cpus = os.sched_getaffinity(worker)
-            os.sched_setaffinity(worker, {cpu})
-            restore.append((worker, worker_cpus, _batch_scheduling(worker)))
-            os.sched_setaffinity(0, {cpu})
-            restore.append((0, caller_cpus, None))
-    except OSError:
-        pass  # placement is an optimisation only: leave the threads where they are
-    return restore
+        if cpu not in caller_cpus:
+            return [], []
+        worker_cpus = os.sched_getaffinity(worker)
+        os.sched_setaffinity(worker, {cpu})
+        worker_restore.append((worker, worker_cpus, _batch_scheduling(worker)))
+        os.sched_setaffinity(0, {cpu})
+        return [(0, caller_cpus, None)], worker_restore
+    except OSError:  # placement is an optimisation only: leave the threads where they are
+        return [], worker_restore

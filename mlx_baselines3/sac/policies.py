@@ -163,7 +163,9 @@ class Actor(BasePolicy):
         step, and re-copying its weights for NumPy then costs more than the MLX call saves
         (measured 260-300 us against 230 us per action right after a gradient step).
         """
-        features = flat_box_features(self, observation) if deterministic else None
+        if not deterministic:
+            return None
+        features = flat_box_features(self, observation)
         latent_pi, mu = (numpy_replica(self, name) for name in ("latent_pi", "mu"))
         if features is None or latent_pi is None or mu is None:
             return None
