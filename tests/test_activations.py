@@ -55,3 +55,23 @@ def test_clip_by_global_norm_matches_pytorch_rule():
     np.testing.assert_allclose(np.array(clipped["a"]), grads["a"] * scale, rtol=1e-5)
     unclipped, _ = clip_by_global_norm(tree, mx.array(1e6))
     np.testing.assert_allclose(np.array(unclipped["b"][0]), grads["b"][0], rtol=1e-6)
+
+
+def _compiled_kernels(fn, x):
+    import io
+    import re
+
+    out = mx.compile(fn)(x)
+    dot = io.StringIO()
+    mx.export_to_dot(dot, out)
+    return re.findall(r'label ="([^"]+)"', dot.getvalue())
+
+
+def test_fast_tanh_compiles_to_one_kernel():
+    """MLX fuses at most 11 chained operations: the polynomials must stay shallow enough for one
+    kernel (Horner's rule gave three, the last one through MLX's scalar strided loop)."""
+    x = mx.array(np.random.default_rng(0).normal(size=(64, 64)).astype(np.float32))
+    mx.eval(x)
+    kernels = _compiled_kernels(lambda v: fast_tanh(v), x)
+    assert len([k for k in kernels if k.startswith("Compiled")]) == 1, kernels
+    assert all(k.startswith("Compiled") or k == "CustomTransforms" for k in kernels), kernels

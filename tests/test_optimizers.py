@@ -96,3 +96,68 @@ def test_flush_tiny_sets_tiny_moments_to_exactly_zero():
     np.testing.assert_array_equal(np.array(flush_tiny(mx.array(values))), 0.0)
     normal = np.array([TINY * 1.01, -1e-20, 3e-8, 0.5, -7.0, 1e10], dtype=np.float32)
     np.testing.assert_array_equal(np.array(flush_tiny(mx.array(normal))), normal)
+
+
+def numpy_rmsprop(param, grads, lr, alpha, eps):
+    v = np.zeros_like(param)
+    for grad in grads:
+        v = alpha * v + (1 - alpha) * grad**2
+        param = param - lr * grad / (np.sqrt(v) + eps)
+    return param
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "rmsprop", "sgd"])
+def test_scaled_update_is_the_update_of_the_scaled_gradients(name):
+    """Gradient clipping's factor, applied inside the update (or to the gradients for other optimizers)."""
+    from mlx_baselines3.common.compile import scaled_update
+    from mlx_baselines3.common.optimizers import RMSprop
+
+    rng = np.random.default_rng(1)
+    start = rng.normal(size=(4, 6)).astype(np.float32)
+    grads = [rng.normal(scale=3.0, size=(4, 6)).astype(np.float32) for _ in range(5)]
+    scales = [0.1, 1.0, 0.37, 0.02, 0.8]
+    scaled = [g.astype(np.float64) * s for g, s in zip(grads, scales)]
+    p64 = start.astype(np.float64)
+    if name == "adam":
+        opt, reference = Adam(learning_rate=0.01, eps=1e-8), numpy_adam(p64, scaled, 0.01, 0.9, 0.999, 1e-8)
+    elif name == "adamw":
+        opt = AdamW(learning_rate=0.01, eps=1e-8, weight_decay=0.05)
+        reference = numpy_adam(p64, scaled, 0.01, 0.9, 0.999, 1e-8, 0.05)
+    elif name == "rmsprop":
+        opt, reference = RMSprop(learning_rate=0.01, alpha=0.99, eps=1e-5), numpy_rmsprop(p64, scaled, 0.01, 0.99, 1e-5)
+    else:
+        opt, reference = optim.SGD(learning_rate=0.5), p64 - 0.5 * sum(scaled)
+    if isinstance(opt, (Adam, AdamW)):
+        opt.bias_correction = True
+    layer = nn.Linear(6, 4, bias=False)
+    layer.weight = mx.array(start)
+    state = [layer.state, opt.state]
+
+    def step(grad, scale):
+        scaled_update(layer, opt, {"weight": grad}, scale)
+
+    fn = mx.compile(step, inputs=state, outputs=state)
+    for grad, scale in zip(grads, scales):
+        fn(mx.array(grad), mx.array(scale, dtype=mx.float32))
+        mx.eval(state)
+    np.testing.assert_allclose(np.array(layer.weight), reference, rtol=1e-5, atol=1e-6)
+    if hasattr(opt, "update_scaled"):
+        assert opt._gradient_scale is None  # the scale does not leak into a later plain update
+
+
+def test_scaled_update_with_no_scale_is_bit_identical_to_update():
+    from mlx_baselines3.common.compile import scaled_update
+
+    rng = np.random.default_rng(2)
+    grad = mx.array(rng.normal(size=(3, 3)).astype(np.float32))
+    results = []
+    for scaled in (False, True):
+        layer = nn.Linear(3, 3, bias=False)
+        layer.weight = mx.array(np.eye(3, dtype=np.float32))
+        opt = Adam(learning_rate=0.1)
+        if scaled:
+            scaled_update(layer, opt, {"weight": grad}, None)
+        else:
+            opt.update(layer, {"weight": grad})
+        results.append(np.array(layer.weight))
+    np.testing.assert_array_equal(results[0], results[1])

@@ -12,6 +12,12 @@ The coefficients were fitted for this project by weighted least squares on [0, 9
 absolute error against float64 ``tanh`` is below 4e-7 over the whole real line (float32 rounding
 is ~6e-8 near 1). The gradient uses the exact identity ``tanh'(x) = 1 - tanh(x)^2`` on the
 output. On a GPU the built-in ``mx.tanh`` is used.
+
+The polynomials are evaluated with Estrin's scheme (powers ``z, z^2, z^4`` and pairs of terms), not
+Horner's: MLX fuses a chain of elementwise operations only up to a depth of 11 operations. Horner's
+rule made the whole function ~20 deep, so it ran as three kernels, and the last one read a
+broadcast constant through MLX's scalar "strided" loop. Estrin's form is 10 deep: one vectorised
+kernel (a PPO CartPole policy's forward and backward pass, two 64-unit layers, 102 -> 78 us).
 """
 
 from __future__ import annotations
@@ -34,18 +40,15 @@ _DENOMINATOR = (1.0, 0.4636457947207749, 0.024262715375058943, 0.000246497866394
 _CLAMP = 9.0
 
 
-def _horner(coefficients: tuple[float, ...], z: mx.array) -> mx.array:
-    result = mx.full(z.shape, coefficients[-1], dtype=z.dtype)
-    for coefficient in coefficients[-2::-1]:
-        result = result * z + coefficient
-    return result
-
-
 def rational_tanh(x: mx.array) -> mx.array:
     """The forward computation of :func:`fast_tanh` (plain operations, differentiable term by term)."""
+    p, q = _NUMERATOR, _DENOMINATOR
     x = mx.clip(x, -_CLAMP, _CLAMP)
     z = x * x
-    return mx.clip(x * _horner(_NUMERATOR, z) / _horner(_DENOMINATOR, z), -1.0, 1.0)
+    z2 = z * z
+    numerator = ((p[0] + p[1] * z) + z2 * (p[2] + p[3] * z)) + (z2 * z2) * ((p[4] + p[5] * z) + p[6] * z2)
+    denominator = (q[0] + q[1] * z) + z2 * (q[2] + q[3] * z)
+    return mx.clip(x * numerator / denominator, -1.0, 1.0)
 
 
 @mx.custom_function

@@ -116,8 +116,24 @@ def assign_in_place(target: Any, source: Any) -> None:
                 target[index] = source[index]
 
 
-def guarded_update(module: nn.Module, optimizer: optim.Optimizer, grads: Any, apply: mx.array) -> None:
-    """``optimizer.update(module, grads)`` that takes effect only where ``apply`` is true.
+def scaled_update(module: nn.Module, optimizer: optim.Optimizer, grads: Any, scale: mx.array | None) -> None:
+    """``optimizer.update(module, grads * scale)`` (``scale``: a clipping factor, or None for 1).
+
+    This package's optimizers (:mod:`~mlx_baselines3.common.optimizers`) take ``scale`` into their
+    update kernels; any other optimizer gets the scaled gradients.
+    """
+    if scale is None:
+        optimizer.update(module, grads)
+    elif hasattr(optimizer, "update_scaled"):
+        optimizer.update_scaled(module, grads, scale)
+    else:
+        optimizer.update(module, tree_map(lambda g: g * scale.astype(g.dtype), grads))
+
+
+def guarded_update(
+    module: nn.Module, optimizer: optim.Optimizer, grads: Any, apply: mx.array, scale: mx.array | None = None
+) -> None:
+    """``optimizer.update(module, grads * scale)`` that takes effect only where ``apply`` is true.
 
     When ``apply`` is false (a non-finite loss, or an early stop), the module's parameters and the
     optimizer's state (moments, step count) keep their previous values. Works inside ``mx.compile``
@@ -125,7 +141,7 @@ def guarded_update(module: nn.Module, optimizer: optim.Optimizer, grads: Any, ap
     """
     old_params = module.trainable_parameters()
     old_state = tree_snapshot(optimizer.state)
-    optimizer.update(module, grads)
+    scaled_update(module, optimizer, grads, scale)
     new_params = tree_map(
         lambda new, old: mx.where(apply, new, old), module.trainable_parameters(), old_params
     )
@@ -133,24 +149,37 @@ def guarded_update(module: nn.Module, optimizer: optim.Optimizer, grads: Any, ap
     assign_where_in_place(apply, optimizer.state, old_state)
 
 
-def clip_by_global_norm(grads: Any, max_norm: mx.array | float | None) -> tuple[Any, mx.array]:
-    """Scale ``grads`` so that their global L2 norm is at most ``max_norm`` (PyTorch's rule).
+def global_norm_and_clip_scale(
+    grads: Any, max_norm: mx.array | float | None
+) -> tuple[mx.array, mx.array | None]:
+    """The global L2 norm of ``grads`` and PyTorch's clipping factor ``min(max_norm / (norm + 1e-6), 1)``.
 
-    ``scale = min(max_norm / (norm + 1e-6), 1)``; ``max_norm`` may be an array (so that changing it
-    needs no recompilation) or None (no clipping; the norm is still returned).
-
-    :return: the (clipped) gradients and the norm before clipping
+    ``max_norm`` may be an array (so that changing it needs no recompilation) or None (no clipping:
+    the factor is None).
     """
     arrays = tree_flatten_arrays(grads)
     if not arrays:
-        return grads, mx.array(0.0)
+        return mx.array(0.0), None
     # One concatenation and one reduction instead of a reduction per parameter: on MLX's CPU
     # backend the number of kernels, not their size, sets the cost (~10% of a PPO step).
     flat = mx.concatenate([g.reshape(-1).astype(mx.float32) for g in arrays])
     norm = mx.sqrt(mx.sum(flat * flat))
     if max_norm is None:
+        return norm, None
+    return norm, mx.minimum(max_norm / (norm + 1e-6), 1.0)
+
+
+def clip_by_global_norm(grads: Any, max_norm: mx.array | float | None) -> tuple[Any, mx.array]:
+    """Scale ``grads`` so that their global L2 norm is at most ``max_norm`` (PyTorch's rule).
+
+    See :func:`global_norm_and_clip_scale`; the training steps pass the factor to
+    :func:`scaled_update` instead, which applies it inside the optimizer's kernels.
+
+    :return: the (clipped) gradients and the norm before clipping
+    """
+    norm, scale = global_norm_and_clip_scale(grads, max_norm)
+    if scale is None:
         return grads, norm
-    scale = mx.minimum(max_norm / (norm + 1e-6), 1.0)
     return tree_map(lambda g: g * scale.astype(g.dtype), grads), norm
 
 

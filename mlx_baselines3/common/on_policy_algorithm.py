@@ -19,9 +19,10 @@ from mlx_baselines3.common.compile import (
     NonFiniteLossError,
     all_finite,
     chunk_size,
-    clip_by_global_norm,
+    global_norm_and_clip_scale,
     guarded_update,
     raise_if_not_finite,
+    scaled_update,
     snapshot_state,
 )
 from mlx_baselines3.common.numpy_inference import NumpyActorCritic
@@ -252,14 +253,14 @@ class OnPolicyAlgorithm(BaseAlgorithm):
         ) -> tuple[mx.array, ...]:
             batch = tree_map(lambda array: array[indices], data)
             (loss, terms), grads = value_and_grad(policy, batch, hyper)
-            grads, grad_norm = clip_by_global_norm(grads, hyper["max_grad_norm"] if clip else None)
+            grad_norm, scale = global_norm_and_clip_scale(grads, hyper["max_grad_norm"] if clip else None)
             if not kl_stop:
-                optimizer.update(policy, grads)
+                scaled_update(policy, optimizer, grads, scale)
                 return loss, mx.stack(list(terms)), grad_norm, not_stopped
             stopped_before = flags["stop"]
             stop = mx.logical_or(stopped_before, mx.logical_not(all_finite(loss, grad_norm)))
             stop = mx.logical_or(stop, terms[kl_index] > 1.5 * hyper["target_kl"])
-            guarded_update(policy, optimizer, grads, mx.logical_not(stop))
+            guarded_update(policy, optimizer, grads, mx.logical_not(stop), scale)
             flags["stop"] = stop
             return loss, mx.stack(list(terms)), grad_norm, stopped_before
 
