@@ -28,7 +28,6 @@ from mlx_baselines3.common.compile import (
     all_finite,
     chunk_size,
     raise_if_not_finite,
-    scaled_update,
     snapshot_state,
 )
 from mlx_baselines3.common.noise import ActionNoise, VectorizedActionNoise
@@ -74,17 +73,15 @@ def compile_step(fn: Callable[..., Any], state: list[Any], compile: bool = True)
     return mx.compile(fn, inputs=state, outputs=state)
 
 
-def update_and_check(
-    module: Any, optimizer: Any, grads: Any, *values: mx.array, scale: mx.array | None = None
-) -> mx.array:
-    """``optimizer.update(module, grads * scale)``, reporting whether ``values`` (the losses) are finite.
+def update_and_check(module: Any, optimizer: Any, grads: Any, *values: mx.array) -> mx.array:
+    """``optimizer.update(module, grads)``, reporting whether ``values`` (the losses) are finite.
 
     A non-finite value is not masked step by step (that would cost a select on every parameter and
     moment of every step): ``train()`` rolls the whole call back instead when any step reported one.
 
     :return: whether the values were finite (a scalar bool array)
     """
-    scaled_update(module, optimizer, grads, scale)
+    optimizer.update(module, grads)
     return all_finite(*values)
 
 
