@@ -57,12 +57,18 @@ class _ScaledGradients:
         finally:
             self._gradient_scale = None
 
-    def _scaled(self, coefficient: float, power: int) -> mx.array | float:
-        """``coefficient * scale**power``, computed once per update (``coefficient`` when not scaling)."""
+    def _scaled(self, coefficient: Any, power: int) -> Any:
+        """``coefficient * scale**power`` (a float or an array), computed once per update;
+        ``coefficient`` itself when not scaling."""
         if self._gradient_scale is None:
             return coefficient
         scale = self._gradient_scale.astype(mx.float32)
         return _unfused(coefficient * scale * scale if power == 2 else coefficient * scale)
+
+
+def _in_dtype(weight: Any, dtype: mx.Dtype) -> Any:
+    """A per-update weight ready to multiply a ``dtype`` array (Python floats are left as they are)."""
+    return weight if isinstance(weight, float) else weight.astype(dtype)
 
 
 class _SharedBiasCorrection(_ScaledGradients):
@@ -70,7 +76,7 @@ class _SharedBiasCorrection(_ScaledGradients):
     ``apply_gradients``."""
 
     _factors: tuple[mx.array, mx.array] | None = None
-    _moment_weights: tuple[mx.array | float, mx.array | float] | None = None
+    _moment_weights: tuple[Any, Any] = (0.0, 0.0)
 
     def apply_gradients(self, gradients: dict, parameters: dict) -> Any:  # type: ignore[override]
         if not self._initialized:  # type: ignore[attr-defined]
@@ -87,13 +93,11 @@ class _SharedBiasCorrection(_ScaledGradients):
             return super().apply_gradients(gradients, parameters)  # type: ignore[misc]
         finally:
             self._factors = None
-            self._moment_weights = None
+            self._moment_weights = (0.0, 0.0)  # no reference to this update's arrays is kept
 
     def _adam_update(self, gradient: mx.array, parameter: mx.array, state: dict) -> mx.array:
         b1, b2 = self.betas  # type: ignore[attr-defined]
-        w1, w2 = self._moment_weights or (1 - b1, 1 - b2)
-        if not isinstance(w1, float):
-            w1, w2 = w1.astype(gradient.dtype), w2.astype(gradient.dtype)  # type: ignore[union-attr]
+        w1, w2 = (_in_dtype(weight, gradient.dtype) for weight in self._moment_weights)
         m = flush_tiny(b1 * state["m"] + w1 * gradient)
         v = flush_tiny(b2 * state["v"] + w2 * mx.square(gradient))
         state["m"] = m
@@ -124,24 +128,18 @@ class AdamW(_SharedBiasCorrection, optim.AdamW):
 class RMSprop(_ScaledGradients, optim.RMSprop):
     """``mlx.optimizers.RMSprop`` (PyTorch's rule) with subnormal squared averages flushed to 0."""
 
-    _weights: tuple[mx.array, mx.array] | None = None
+    _weights: tuple[Any, Any] = (0.0, 0.0)
 
     def apply_gradients(self, gradients: dict, parameters: dict) -> Any:  # type: ignore[override]
-        if self._gradient_scale is not None:
-            # (1 - alpha) * scale^2 for the average, lr * scale for the step
-            step_weight = _unfused(self.learning_rate * self._gradient_scale.astype(mx.float32))
-            self._weights = (self._scaled(1 - self.alpha, 2), step_weight)  # type: ignore[assignment]
+        # (1 - alpha) * scale^2 for the average, lr * scale for the step (the plain values unscaled)
+        self._weights = (self._scaled(1 - self.alpha, 2), self._scaled(self.learning_rate, 1))
         try:
             return super().apply_gradients(gradients, parameters)
         finally:
-            self._weights = None
+            self._weights = (0.0, 0.0)
 
     def apply_single(self, gradient: mx.array, parameter: mx.array, state: dict) -> mx.array:
-        if self._weights is None:
-            average_weight: mx.array | float = 1 - self.alpha
-            lr = self.learning_rate.astype(gradient.dtype)
-        else:
-            average_weight, lr = (weight.astype(gradient.dtype) for weight in self._weights)
+        average_weight, lr = (_in_dtype(weight, gradient.dtype) for weight in self._weights)
         v = flush_tiny(self.alpha * state["v"] + average_weight * mx.square(gradient))
         state["v"] = v
         return parameter - lr * gradient / (mx.sqrt(v) + self.eps)
