@@ -54,16 +54,16 @@ def test_mlp_gradients_equal_nn_linear_compiled_and_not():
             np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-5, atol=1e-6, err_msg=name)
 
 
-def _numpy_tanh_mlp(params, x):
-    """Forward and backward of Linear-tanh-Linear-tanh-Linear in float64 NumPy (loss: mean square)."""
+def _numpy_mlp(params, x, activation, derivative_from_output):
+    """Forward and backward of Linear-act-Linear-act-Linear in float64 NumPy (loss: mean square)."""
     w = [np.asarray(params[f"layers.{i}.{name}"], np.float64) for i in (0, 2, 4) for name in ("weight", "bias")]
     h0 = x.astype(np.float64)
-    h1 = np.tanh(h0 @ w[0].T + w[1])
-    h2 = np.tanh(h1 @ w[2].T + w[3])
+    h1 = activation(h0 @ w[0].T + w[1])
+    h2 = activation(h1 @ w[2].T + w[3])
     out = h2 @ w[4].T + w[5]
     g_out = 2 * out / out.size
-    g_z2 = (g_out @ w[4]) * (1 - h2**2)
-    g_z1 = (g_z2 @ w[2]) * (1 - h1**2)
+    g_z2 = (g_out @ w[4]) * derivative_from_output(h2)
+    g_z1 = (g_z2 @ w[2]) * derivative_from_output(h1)
     grads = {
         "layers.4.weight": g_out.T @ h2, "layers.4.bias": g_out.sum(0),
         "layers.2.weight": g_z2.T @ h1, "layers.2.bias": g_z2.sum(0),
@@ -72,16 +72,17 @@ def _numpy_tanh_mlp(params, x):
     return out, grads, g_z1 @ w[0]
 
 
-def test_fused_tanh_mlp_matches_numpy_and_keeps_sequential_names():
-    mx.random.seed(3)
-    mlp = Mlp(*create_mlp(5, 3, [16, 8], nn.Tanh))
-    sequential = nn.Sequential(*mlp.layers)
-    assert [name for name, _ in tree_flatten(mlp.parameters())] == [
-        name for name, _ in tree_flatten(sequential.parameters())
-    ]
-    x = np.random.default_rng(0).normal(size=(11, 5)).astype(np.float32) * 2
-    params = dict(tree_flatten(mlp.parameters()))
-    expected_out, expected_grads, expected_input_grad = _numpy_tanh_mlp(params, x)
+def _numpy_tanh_mlp(params, x):
+    return _numpy_mlp(params, x, np.tanh, lambda y: 1 - y**2)
+
+
+def _numpy_relu_mlp(params, x):
+    # ReLU's derivative is 0 where the pre-activation is <= 0 (PyTorch's convention), i.e. where y == 0
+    return _numpy_mlp(params, x, lambda z: np.maximum(z, 0.0), lambda y: (y > 0).astype(np.float64))
+
+
+def _assert_mlp_matches(mlp, x, expected_out, expected_grads, expected_input_grad):
+    """Output, parameter gradients (plain and compiled) and input gradient of ``mlp`` (loss: mean square)."""
 
     def loss(module, inputs):
         return mx.mean(mx.square(module(inputs)))
@@ -96,13 +97,51 @@ def test_fused_tanh_mlp_matches_numpy_and_keeps_sequential_names():
             np.testing.assert_allclose(np.array(flat[name]), value, rtol=1e-4, atol=2e-6, err_msg=name)
     input_grad = mx.grad(lambda inputs: loss(mlp, inputs))(mx.array(x))
     np.testing.assert_allclose(np.array(input_grad), expected_input_grad, rtol=1e-4, atol=2e-6)
+
+
+def test_fused_tanh_mlp_matches_numpy_and_keeps_sequential_names():
+    mx.random.seed(3)
+    mlp = Mlp(*create_mlp(5, 3, [16, 8], nn.Tanh))
+    sequential = nn.Sequential(*mlp.layers)
+    assert [name for name, _ in tree_flatten(mlp.parameters())] == [
+        name for name, _ in tree_flatten(sequential.parameters())
+    ]
+    x = np.random.default_rng(0).normal(size=(11, 5)).astype(np.float32) * 2
+    params = dict(tree_flatten(mlp.parameters()))
+    _assert_mlp_matches(mlp, x, *_numpy_tanh_mlp(params, x))
     # Same function as running the same layers one by one
     np.testing.assert_allclose(np.array(mlp(mx.array(x))), np.array(sequential(mx.array(x))), rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.parametrize("batch", [5, 96])  # 96 x 256 outputs take the rank-1 bias path
+def test_fused_relu_mlp_matches_numpy_with_zero_gradient_at_zero(batch):
+    mx.random.seed(5)
+    mlp = Mlp(*create_mlp(6, 3, [256, 64], nn.ReLU))
+    params = dict(tree_flatten(mlp.parameters()))
+    # Pre-activations exactly 0 (a zero input row meets zero biases): the gradient there is 0
+    params["layers.0.bias"] = mx.where(mx.arange(256) % 3 == 0, 0.0, params["layers.0.bias"])
+    mlp.update(nn.utils.tree_unflatten(list(params.items())))
+    x = np.random.default_rng(1).normal(size=(batch, 6)).astype(np.float32)
+    x[0] = 0.0
+    _assert_mlp_matches(mlp, x, *_numpy_relu_mlp(params, x))
+    # The same numbers as the layers run one by one with MLX's own ReLU (bit for bit)
+    layer_by_layer = mlp.layers[4](nn.relu(mlp.layers[2](nn.relu(mlp.layers[0](mx.array(x))))))
+    assert np.array_equal(np.array(mlp(mx.array(x))), np.array(layer_by_layer))
+
+
+def test_large_linear_output_equals_addmm_bit_for_bit():
+    """Outputs past the rank-1 bias threshold give exactly nn.Linear's numbers."""
+    mx.random.seed(6)
+    layer = Linear(32, 256)
+    x = mx.random.normal((128, 32))
+    expected = mx.addmm(layer.bias, x, layer.weight.T)
+    assert np.array_equal(np.array(layer(x)), np.array(expected))
+    assert np.array_equal(np.array(mx.compile(layer)(x)), np.array(expected))
+
+
 def test_mlp_runs_other_activations_layer_by_layer():
     mx.random.seed(4)
-    mlp = Mlp(*create_mlp(3, 2, [8], nn.ReLU))
+    mlp = Mlp(*create_mlp(3, 2, [8], nn.SiLU))
     x = mx.random.normal((6, 3))
-    layer_by_layer = mlp.layers[2](nn.relu(mlp.layers[0](x)))
+    layer_by_layer = mlp.layers[2](nn.silu(mlp.layers[0](x)))
     np.testing.assert_allclose(np.array(mlp(x)), np.array(layer_by_layer), rtol=1e-6, atol=1e-7)
