@@ -1,5 +1,9 @@
 """The MLP building block: ``Linear`` computes nn.Linear's function and the right gradients."""
 
+import io
+import re
+from functools import partial
+
 import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
@@ -134,9 +138,53 @@ def test_large_linear_output_equals_addmm_bit_for_bit():
     mx.random.seed(6)
     layer = Linear(32, 256)
     x = mx.random.normal((128, 32))
-    expected = mx.addmm(layer.bias, x, layer.weight.T)
-    assert np.array_equal(np.array(layer(x)), np.array(expected))
-    assert np.array_equal(np.array(mx.compile(layer)(x)), np.array(expected))
+    with mx.stream(mx.cpu):  # the bias-row path is taken on the CPU (also where a GPU is the default)
+        expected = mx.addmm(layer.bias, x, layer.weight.T)
+        assert np.array_equal(np.array(layer(x)), np.array(expected))
+        assert np.array_equal(np.array(mx.compile(layer)(x)), np.array(expected))
+
+
+def test_relu_mlp_gradient_has_no_bool_to_float_kernel():
+    """The fused ReLU's gradient selects with ``where``: no ``cotangent * astype(y > 0)`` kernel,
+    which MLX's CPU backend runs one element at a time."""
+    mlp = Mlp(*create_mlp(4, 2, [32, 32], nn.ReLU))
+    x = mx.random.normal((16, 4))
+    mx.eval(mlp.parameters(), x)  # the graph below is then the gradient's only
+
+    def loss(module, inputs):
+        return mx.mean(mx.square(module(inputs)))
+
+    grads = mx.compile(lambda inputs: nn.value_and_grad(mlp, loss)(mlp, inputs)[1])(x)
+    dot = io.StringIO()
+    mx.export_to_dot(dot, *[g for _, g in tree_flatten(grads)])
+    labels = re.findall(r'label ="([^"]+)"', dot.getvalue())
+    assert sum("GreaterSelect" in label for label in labels) == 2  # one per hidden layer
+    assert not any("Greater" in label and "AsType" in label for label in labels), labels
+
+
+@pytest.mark.parametrize("shape", [(6,), (3, 5, 6)])
+def test_fused_layers_take_any_leading_shape(shape):
+    """A single observation ``[in]`` or a sequence batch ``[B, T, in]``: same values and gradients
+    as the generic layers (the fused backward passes work on rows)."""
+    mx.random.seed(7)
+
+    def loss(module, inputs):
+        return mx.sum(mx.square(module(inputs)))
+
+    for activation in (nn.ReLU, nn.Tanh):
+        mlp = Mlp(*create_mlp(6, 3, [8], activation))
+        reference = nn.Sequential(nn.Linear(6, 8), activation(), nn.Linear(8, 3))
+        reference.update(mlp.parameters())
+        x = mx.random.normal(shape)
+        assert mlp(x).shape == (*shape[:-1], 3)
+        np.testing.assert_allclose(np.array(mlp(x)), np.array(reference(x)), rtol=1e-5, atol=1e-6)
+        got = dict(tree_flatten(nn.value_and_grad(mlp, loss)(mlp, x)[1]))
+        expected = dict(tree_flatten(nn.value_and_grad(reference, loss)(reference, x)[1]))
+        for name, value in expected.items():
+            np.testing.assert_allclose(np.array(got[name]), np.array(value), rtol=1e-4, atol=1e-5, err_msg=name)
+        input_grad = mx.grad(partial(loss, mlp))(x)
+        expected_input_grad = mx.grad(partial(loss, reference))(x)
+        np.testing.assert_allclose(np.array(input_grad), np.array(expected_input_grad), rtol=1e-4, atol=1e-5)
 
 
 def test_mlp_runs_other_activations_layer_by_layer():

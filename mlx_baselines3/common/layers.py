@@ -7,7 +7,7 @@ accepts both layouts and transposes to channels-last internally.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import gymnasium as gym
 import mlx.core as mx
@@ -60,6 +60,16 @@ def _linear_vjp(
     return cotangent @ weight, cotangent.T @ x, cotangent.sum(axis=0)
 
 
+def _on_rows(fn: Any, x: mx.array, weight: mx.array, bias: mx.array) -> mx.array:
+    """``fn(x, weight, bias)`` for one of the fused layer functions, whose backward passes are
+    written for a ``[B, in]`` batch: any other input (``[in]``, ``[B, T, in]``) goes through as rows
+    and comes back in its own shape."""
+    if x.ndim == 2:
+        return cast(mx.array, fn(x, weight, bias))
+    rows = cast(mx.array, fn(x.reshape(-1, x.shape[-1]), weight, bias))
+    return rows.reshape(*x.shape[:-1], rows.shape[-1])
+
+
 class Linear(nn.Linear):
     """``nn.Linear`` (same parameters, initialisation and function) whose backward pass produces the
     weight gradient directly in the weight's layout.
@@ -72,8 +82,7 @@ class Linear(nn.Linear):
     def __call__(self, x: mx.array) -> mx.array:
         if "bias" not in self:
             return super().__call__(x)
-        output: mx.array = _linear(x, self["weight"], self["bias"])  # type: ignore[assignment]
-        return output
+        return _on_rows(_linear, x, self["weight"], self["bias"])
 
 
 @mx.custom_function
@@ -106,7 +115,8 @@ def _linear_relu(x: mx.array, weight: mx.array, bias: mx.array) -> mx.array:
     that GCC does not vectorise, so MLX's CPU kernel for it runs one element at a time (a 256x256
     gradient 44 us against 14 us for ``where``). The gradient here selects with ``where``, from the
     output (``output > 0`` exactly where ``y > 0``), and gives the weight gradient in the weight's
-    layout (as :class:`Linear`). Same values as the generic rule: 0 where the pre-activation is <= 0.
+    layout (as :class:`Linear`). The gradient is 0 where the pre-activation is <= 0, as PyTorch's,
+    even for a non-finite incoming gradient (where the generic rule's ``inf * 0`` gives NaN).
     """
     return mx.maximum(_affine(x, weight, bias), 0.0)
 
@@ -142,7 +152,7 @@ class Mlp(nn.Sequential):
             following = layers[index + 1] if index + 1 < len(layers) else None
             fused = _FUSED_ACTIVATIONS.get(type(following)) if type(layer) is Linear and "bias" in layer else None
             if fused is not None:
-                x = fused(x, layer["weight"], layer["bias"])  # type: ignore[assignment]
+                x = _on_rows(fused, x, layer["weight"], layer["bias"])
                 index += 2
             else:
                 x = layer(x)
