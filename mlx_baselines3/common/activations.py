@@ -62,16 +62,22 @@ def _fast_tanh_vjp(primals: tuple[mx.array], cotangent: mx.array, output: mx.arr
     return (cotangent * (1.0 - output * output),)
 
 
+def on_cpu_backend() -> bool:
+    """Whether operations traced now run on MLX's CPU backend (where this package's CPU-specific
+    forms of a computation are used; decided when a function is traced)."""
+    return bool(mx.default_device() == mx.cpu)
+
+
 def cpu_tanh(x: mx.array) -> mx.array:
     """:func:`fast_tanh` on the CPU backend, ``mx.tanh`` elsewhere (decided when traced)."""
-    if mx.default_device() == mx.cpu:
+    if on_cpu_backend():
         return cast(mx.array, fast_tanh(x))
     return mx.tanh(x)
 
 
 def cpu_tanh_forward(x: mx.array) -> mx.array:
     """The values of :func:`cpu_tanh` without its custom gradient (for callers that supply their own)."""
-    if mx.default_device() == mx.cpu:
+    if on_cpu_backend():
         return rational_tanh(x)
     return mx.tanh(x)
 

@@ -116,6 +116,11 @@ def assign_in_place(target: Any, source: Any) -> None:
                 target[index] = source[index]
 
 
+def scale_gradients(grads: Any, scale: mx.array) -> Any:
+    """Every gradient multiplied by the scalar ``scale`` (in the gradient's dtype)."""
+    return tree_map(lambda g: g * scale.astype(g.dtype), grads)
+
+
 def scaled_update(module: nn.Module, optimizer: optim.Optimizer, grads: Any, scale: mx.array | None) -> None:
     """``optimizer.update(module, grads * scale)`` (``scale``: a clipping factor, or None for 1).
 
@@ -127,7 +132,7 @@ def scaled_update(module: nn.Module, optimizer: optim.Optimizer, grads: Any, sca
     elif hasattr(optimizer, "update_scaled"):
         optimizer.update_scaled(module, grads, scale)
     else:
-        optimizer.update(module, tree_map(lambda g: g * scale.astype(g.dtype), grads))
+        optimizer.update(module, scale_gradients(grads, scale))
 
 
 def guarded_update(
@@ -180,7 +185,7 @@ def clip_by_global_norm(grads: Any, max_norm: mx.array | float | None) -> tuple[
     norm, scale = global_norm_and_clip_scale(grads, max_norm)
     if scale is None:
         return grads, norm
-    return tree_map(lambda g: g * scale.astype(g.dtype), grads), norm
+    return scale_gradients(grads, scale), norm
 
 
 def tree_flatten_arrays(tree: Any) -> list[mx.array]:

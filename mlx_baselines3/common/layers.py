@@ -14,7 +14,7 @@ import mlx.core as mx
 import mlx.nn as nn
 from gymnasium import spaces
 
-from mlx_baselines3.common.activations import Tanh, cpu_tanh_forward
+from mlx_baselines3.common.activations import Tanh, cpu_tanh_forward, on_cpu_backend
 from mlx_baselines3.common.preprocessing import (
     get_flattened_obs_dim,
     is_image_space,
@@ -38,10 +38,19 @@ def _affine(x: mx.array, weight: mx.array, bias: mx.array) -> mx.array:
     than it saves: PPO with batch 256 and 64 units lost 2-3% with it, and outputs of 8192 values or
     fewer gain nothing.
     """
-    rows, width = (x.shape[0], weight.shape[0]) if x.ndim == 2 else (0, 0)
-    if width >= _BIAS_ROWS_MIN_WIDTH and rows * width >= _BIAS_ROWS_MIN_ELEMENTS and mx.default_device() == mx.cpu:
+    rows, width = x.shape[0], weight.shape[0]  # x is [B, in]: the fused functions see rows only
+    if width >= _BIAS_ROWS_MIN_WIDTH and rows * width >= _BIAS_ROWS_MIN_ELEMENTS and on_cpu_backend():
         bias = mx.ones((rows, 1), dtype=bias.dtype) @ bias[None]
     return mx.addmm(bias, x, weight.T)
+
+
+def _affine_grads(
+    x: mx.array, weight: mx.array, pre_activation_grad: mx.array
+) -> tuple[mx.array, mx.array, mx.array]:
+    """Gradients of :func:`_affine` for ``(x, weight, bias)``, the weight's in its own ``[out, in]``
+    layout: the generic rule gives the gradient of ``weight.T`` transposed back, a strided view that
+    every later elementwise kernel (norm, Adam) then reads through MLX's slow strided path."""
+    return pre_activation_grad @ weight, pre_activation_grad.T @ x, pre_activation_grad.sum(axis=0)
 
 
 @mx.custom_function
@@ -54,10 +63,7 @@ def _linear_vjp(
     primals: tuple[mx.array, mx.array, mx.array], cotangent: mx.array, output: mx.array
 ) -> tuple[mx.array, mx.array, mx.array]:
     x, weight, _ = primals
-    # cotangent.T @ x is the weight's gradient in the weight's own [out, in] layout (contiguous);
-    # the generic rule gives the gradient of weight.T, transposed back: a strided view that every
-    # later elementwise kernel (norm, Adam) then reads through MLX's slow strided path.
-    return cotangent @ weight, cotangent.T @ x, cotangent.sum(axis=0)
+    return _affine_grads(x, weight, cotangent)
 
 
 def _on_rows(fn: Any, x: mx.array, weight: mx.array, bias: mx.array) -> mx.array:
@@ -101,10 +107,8 @@ def _linear_tanh(x: mx.array, weight: mx.array, bias: mx.array) -> mx.array:
 def _linear_tanh_vjp(
     primals: tuple[mx.array, mx.array, mx.array], cotangent: mx.array, output: mx.array
 ) -> tuple[mx.array, mx.array, mx.array]:
-    # tanh' = 1 - tanh^2, from the output; the weight gradient in the weight's layout (as Linear)
     x, weight, _ = primals
-    pre_activation_grad = cotangent * (1.0 - output * output)
-    return pre_activation_grad @ weight, pre_activation_grad.T @ x, pre_activation_grad.sum(axis=0)
+    return _affine_grads(x, weight, cotangent * (1.0 - output * output))  # tanh' = 1 - tanh^2
 
 
 @mx.custom_function
@@ -126,8 +130,7 @@ def _linear_relu_vjp(
     primals: tuple[mx.array, mx.array, mx.array], cotangent: mx.array, output: mx.array
 ) -> tuple[mx.array, mx.array, mx.array]:
     x, weight, _ = primals
-    pre_activation_grad = mx.where(output > 0.0, cotangent, 0.0)
-    return pre_activation_grad @ weight, pre_activation_grad.T @ x, pre_activation_grad.sum(axis=0)
+    return _affine_grads(x, weight, mx.where(output > 0.0, cotangent, 0.0))
 
 
 _FUSED_ACTIVATIONS: dict[type, Any] = {Tanh: _linear_tanh, nn.ReLU: _linear_relu}

@@ -40,14 +40,16 @@ def _unfused(value: mx.array) -> mx.array:
     return mx.sum(value.reshape(1))
 
 
-class _ScaledGradients:
-    """Mixin: :meth:`update_scaled`, the update of ``scale * gradients`` inside the update kernel.
+class _PerUpdateWeights:
+    """Mixin: scalars computed once per update and read by every parameter's ``apply_single``, and
+    :meth:`update_scaled`, the update of ``scale * gradients`` with ``scale`` inside those scalars.
 
-    Subclasses read ``_gradient_scale`` (an array scalar, or None for a plain update) in their
-    ``apply_gradients``.
+    Subclasses return the scalars from :meth:`_update_weights`; they are in ``self._weights`` while
+    ``apply_gradients`` runs, and dropped after it (no reference to an update's arrays is kept).
     """
 
     _gradient_scale: mx.array | None = None
+    _weights: tuple[Any, ...] = ()
 
     def update_scaled(self, model: Any, gradients: dict, scale: mx.array) -> None:
         """``update(model, tree_map(lambda g: g * scale, gradients))``, with ``scale`` applied in the kernel."""
@@ -65,45 +67,47 @@ class _ScaledGradients:
         scale = self._gradient_scale.astype(mx.float32)
         return _unfused(coefficient * scale * scale if power == 2 else coefficient * scale)
 
+    def _update_weights(self) -> tuple[Any, ...]:
+        raise NotImplementedError
+
+    def apply_gradients(self, gradients: dict, parameters: dict) -> Any:
+        if not self._initialized:  # type: ignore[attr-defined]
+            self.init(gradients)  # type: ignore[attr-defined]
+        self._weights = self._update_weights()
+        try:
+            return super().apply_gradients(gradients, parameters)  # type: ignore[misc]
+        finally:
+            self._weights = ()
+
 
 def _in_dtype(weight: Any, dtype: mx.Dtype) -> Any:
     """A per-update weight ready to multiply a ``dtype`` array (Python floats are left as they are)."""
     return weight if isinstance(weight, float) else weight.astype(dtype)
 
 
-class _SharedBiasCorrection(_ScaledGradients):
-    """Mixin: compute Adam's bias-correction factors (and the scaled moment coefficients) once per
-    ``apply_gradients``."""
+class _SharedBiasCorrection(_PerUpdateWeights):
+    """Mixin: Adam's (scaled) moment coefficients and bias-correction factors, once per update."""
 
-    _factors: tuple[mx.array, mx.array] | None = None
-    _moment_weights: tuple[Any, Any] = (0.0, 0.0)
-
-    def apply_gradients(self, gradients: dict, parameters: dict) -> Any:  # type: ignore[override]
-        if not self._initialized:  # type: ignore[attr-defined]
-            self.init(gradients)  # type: ignore[attr-defined]
+    def _update_weights(self) -> tuple[Any, ...]:
         b1, b2 = self.betas  # type: ignore[attr-defined]
-        if self.bias_correction:  # type: ignore[attr-defined]
-            step = self.step + 1  # type: ignore[attr-defined]  # the step this update will have
-            self._factors = (
-                _unfused(self.learning_rate / (1 - b1**step)),  # type: ignore[attr-defined]
-                _unfused(mx.rsqrt(1 - b2**step)),
-            )
-        self._moment_weights = (self._scaled(1 - b1, 1), self._scaled(1 - b2, 2))
-        try:
-            return super().apply_gradients(gradients, parameters)  # type: ignore[misc]
-        finally:
-            self._factors = None
-            self._moment_weights = (0.0, 0.0)  # no reference to this update's arrays is kept
+        moment_weights = (self._scaled(1 - b1, 1), self._scaled(1 - b2, 2))
+        if not self.bias_correction:  # type: ignore[attr-defined]
+            return moment_weights
+        step = self.step + 1  # type: ignore[attr-defined]  # the step this update will have
+        return moment_weights + (
+            _unfused(self.learning_rate / (1 - b1**step)),  # type: ignore[attr-defined]
+            _unfused(mx.rsqrt(1 - b2**step)),
+        )
 
     def _adam_update(self, gradient: mx.array, parameter: mx.array, state: dict) -> mx.array:
         b1, b2 = self.betas  # type: ignore[attr-defined]
-        w1, w2 = (_in_dtype(weight, gradient.dtype) for weight in self._moment_weights)
+        w1, w2, *factors = (_in_dtype(weight, gradient.dtype) for weight in self._weights)
         m = flush_tiny(b1 * state["m"] + w1 * gradient)
         v = flush_tiny(b2 * state["v"] + w2 * mx.square(gradient))
         state["m"] = m
         state["v"] = v
-        if self._factors is not None:
-            c1, c2 = (factor.astype(gradient.dtype) for factor in self._factors)
+        if factors:
+            c1, c2 = factors
             return parameter - c1 * m / (mx.sqrt(v) * c2 + self.eps)  # type: ignore[attr-defined]
         lr = self.learning_rate.astype(gradient.dtype)  # type: ignore[attr-defined]
         return parameter - lr * m / (mx.sqrt(v) + self.eps)  # type: ignore[attr-defined]
@@ -125,18 +129,12 @@ class AdamW(_SharedBiasCorrection, optim.AdamW):
         return self._adam_update(gradient, parameter, state)
 
 
-class RMSprop(_ScaledGradients, optim.RMSprop):
+class RMSprop(_PerUpdateWeights, optim.RMSprop):
     """``mlx.optimizers.RMSprop`` (PyTorch's rule) with subnormal squared averages flushed to 0."""
 
-    _weights: tuple[Any, Any] = (0.0, 0.0)
-
-    def apply_gradients(self, gradients: dict, parameters: dict) -> Any:  # type: ignore[override]
+    def _update_weights(self) -> tuple[Any, ...]:
         # (1 - alpha) * scale^2 for the average, lr * scale for the step (the plain values unscaled)
-        self._weights = (self._scaled(1 - self.alpha, 2), self._scaled(self.learning_rate, 1))
-        try:
-            return super().apply_gradients(gradients, parameters)
-        finally:
-            self._weights = (0.0, 0.0)
+        return (self._scaled(1 - self.alpha, 2), self._scaled(self.learning_rate, 1))
 
     def apply_single(self, gradient: mx.array, parameter: mx.array, state: dict) -> mx.array:
         average_weight, lr = (_in_dtype(weight, gradient.dtype) for weight in self._weights)
