@@ -62,6 +62,12 @@ def add_peer_arguments(parser: argparse.ArgumentParser) -> None:
         "--sb3-python", default=None, help="interpreter with stable_baselines3 (or $SB3_PYTHON)"
     )
     parser.add_argument("--no-sb3", action="store_true", help="skip SB3 even when it is available")
+    parser.add_argument(
+        "--malloc",
+        default="auto",
+        help="allocator preloaded into both libraries' processes: auto (jemalloc/tcmalloc/mimalloc when "
+        "installed, see mlx_baselines3/_malloc.py), default (the C library's), or a library path",
+    )
     parser.add_argument("--worker", choices=["mlx", "sb3"], help=argparse.SUPPRESS)
     parser.add_argument("--job", help=argparse.SUPPRESS)
 
@@ -69,6 +75,7 @@ def add_peer_arguments(parser: argparse.ArgumentParser) -> None:
 def handle_worker(args: argparse.Namespace, worker: Callable[[str, dict[str, Any]], dict[str, Any]]) -> bool:
     """In worker mode, run the job and print its JSON result; return whether that happened."""
     if not args.worker:
+        _select_allocator(args.malloc)
         return False
     print(json.dumps(worker(args.worker, json.loads(args.job))))
     return True
@@ -79,11 +86,35 @@ def peer_python(args: argparse.Namespace) -> str | None:
     return None if args.no_sb3 else find_sb3_python(args.sb3_python)
 
 
+_preload: str | None = None  # allocator library preloaded into every worker, SB3's and this package's
+
+
+def _select_allocator(choice: str) -> None:
+    """Choose the ``malloc`` of the worker processes (the same for both libraries) and say which."""
+    global _preload
+    from mlx_baselines3._malloc import find_fast_allocator
+
+    if choice == "default":
+        _preload = None
+    elif choice == "auto":
+        found = find_fast_allocator()
+        _preload = str(found) if found else None
+    else:
+        if not os.path.isfile(choice):
+            raise SystemExit(f"--malloc {choice}: no such file")
+        _preload = choice
+    print(f"malloc in both libraries' processes: {_preload or 'the C library default'}")
+
+
 def run_worker(
     python: str, script: str, library: str, job: dict[str, Any], timeout: float = 3600
 ) -> dict[str, Any]:
     """Run one job in a fresh process and return its JSON result."""
     env = dict(os.environ)
+    if _preload is not None:
+        from mlx_baselines3._malloc import environment_with_allocator
+
+        env = environment_with_allocator(_preload, env)
     if library == "sb3":
         # torch's default threads spin and collapse on a busy 2-core machine: pin to one thread.
         env.setdefault("OMP_NUM_THREADS", "1")

@@ -3,11 +3,15 @@
     python -m mlx_baselines3                       # PPO on CartPole-v1 (RL-Zoo settings), ~1 minute
     python -m mlx_baselines3 --algo a2c --timesteps 200000
     python -m mlx_baselines3 --algo ppo --env Pendulum-v1 --timesteps 50000 --save pendulum.zip
+
+On Linux the command restarts itself once with jemalloc, tcmalloc or mimalloc preloaded when one is
+installed (MLX_BASELINES3_MALLOC=0 turns that off; see mlx_baselines3/_malloc.py).
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from typing import Any
 
@@ -32,6 +36,7 @@ def _resolve(value: Any) -> Any:
 
 def main(argv: list[str] | None = None) -> None:
     import mlx_baselines3
+    from mlx_baselines3._malloc import malloc_provider
     from mlx_baselines3.common.env_util import make_vec_env
     from mlx_baselines3.common.evaluation import evaluate_policy
 
@@ -54,6 +59,9 @@ def main(argv: list[str] | None = None) -> None:
     env = make_vec_env(args.env, n_envs=n_envs, seed=args.seed)
     model = algos[args.algo]("MlpPolicy", env, seed=args.seed, verbose=args.verbose, **kwargs)
     print(f"Training {args.algo.upper()} on {args.env} for {args.timesteps} steps ({n_envs} envs, seed {args.seed})")
+    provider = malloc_provider()
+    if provider is not None:
+        print(f"malloc: {provider}")
     start = time.perf_counter()
     model.learn(total_timesteps=args.timesteps)
     seconds = time.perf_counter() - start
@@ -67,4 +75,7 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    from mlx_baselines3._malloc import restart_with_fast_allocator
+
+    restart_with_fast_allocator(["-m", "mlx_baselines3", *sys.argv[1:]])
     main()

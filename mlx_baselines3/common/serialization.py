@@ -917,6 +917,12 @@ def get_system_info(print_info: bool = True) -> tuple[dict[str, str], str]:
 
     jit = jit_info()
     info["MLX CPU kernels"] = f"g++ {jit['flags']}" if jit["active"] else f"MLX's default flags ({jit['reason']})"
+    from mlx_baselines3._malloc import malloc_info
+
+    malloc = malloc_info()
+    if malloc["provider"] is not None:
+        hint = "" if malloc["fast"] or not malloc["available"] else f" (LD_PRELOAD={malloc['available']} is faster)"
+        info["malloc"] = f"{malloc['provider']}{hint}"
     text = "".join(f"- {key}: {value}\n" for key, value in info.items())
     if print_info:
         print(text)
