@@ -64,9 +64,10 @@ def add_peer_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-sb3", action="store_true", help="skip SB3 even when it is available")
     parser.add_argument(
         "--malloc",
-        default="auto",
-        help="allocator preloaded into both libraries' processes: auto (jemalloc/tcmalloc/mimalloc when "
-        "installed, see mlx_baselines3/_malloc.py), default (the C library's), or a library path",
+        default=None,
+        help="allocator preloaded into both libraries' processes (default: $MLX_BASELINES3_MALLOC, else "
+        "auto): auto (jemalloc/tcmalloc/mimalloc when installed, see mlx_baselines3/_malloc.py), "
+        "off (the C library's), or a library path",
     )
     parser.add_argument("--worker", choices=["mlx", "sb3"], help=argparse.SUPPRESS)
     parser.add_argument("--job", help=argparse.SUPPRESS)
@@ -77,8 +78,29 @@ def handle_worker(args: argparse.Namespace, worker: Callable[[str, dict[str, Any
     if not args.worker:
         _select_allocator(args.malloc)
         return False
-    print(json.dumps(worker(args.worker, json.loads(args.job))))
+    result = worker(args.worker, json.loads(args.job))
+    print(json.dumps({**result, "malloc": _malloc_provider()}))
     return True
+
+
+def _malloc_provider() -> str | None:
+    """The library that provides ``malloc`` to this process (both libraries' workers report it)."""
+    import ctypes
+
+    class DlInfo(ctypes.Structure):
+        _fields_ = [("fname", ctypes.c_char_p), ("fbase", ctypes.c_void_p),
+                    ("sname", ctypes.c_char_p), ("saddr", ctypes.c_void_p)]
+
+    try:
+        libc = ctypes.CDLL(None)
+        address = ctypes.cast(libc.malloc, ctypes.c_void_p).value
+        info = DlInfo()
+        libc.dladdr.argtypes = [ctypes.c_void_p, ctypes.POINTER(DlInfo)]
+        if not libc.dladdr(ctypes.c_void_p(address), ctypes.byref(info)) or not info.fname:
+            return None
+        return os.path.realpath(info.fname.decode(errors="replace"))
+    except (OSError, AttributeError):
+        return None
 
 
 def peer_python(args: argparse.Namespace) -> str | None:
@@ -87,23 +109,25 @@ def peer_python(args: argparse.Namespace) -> str | None:
 
 
 _preload: str | None = None  # allocator library preloaded into every worker, SB3's and this package's
+_warned_malloc: set[str] = set()
 
 
-def _select_allocator(choice: str) -> None:
+def _select_allocator(choice: str | None) -> None:
     """Choose the ``malloc`` of the worker processes (the same for both libraries) and say which."""
     global _preload
-    from mlx_baselines3._malloc import find_fast_allocator
+    from mlx_baselines3._malloc import MALLOC_ENV_VAR, resolve_allocator_setting
 
-    if choice == "default":
-        _preload = None
-    elif choice == "auto":
-        found = find_fast_allocator()
-        _preload = str(found) if found else None
-    else:
-        if not os.path.isfile(choice):
-            raise SystemExit(f"--malloc {choice}: no such file")
-        _preload = choice
-    print(f"malloc in both libraries' processes: {_preload or 'the C library default'}")
+    setting = os.environ.get(MALLOC_ENV_VAR, "auto") if choice is None else choice
+    inherited = os.environ.get("LD_PRELOAD", "").strip()
+    try:
+        found = resolve_allocator_setting(setting, MALLOC_ENV_VAR if choice is None else "--malloc")
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    if setting.strip().lower() in ("", "auto") and inherited:
+        found = None  # the caller's own LD_PRELOAD decides
+    _preload = str(found) if found else None
+    described = _preload or (f"as inherited (LD_PRELOAD={inherited})" if inherited else "the C library's")
+    print(f"malloc in both libraries' processes: {described}")
 
 
 def run_worker(
@@ -131,8 +155,20 @@ def run_worker(
         raise RuntimeError(f"{library} worker failed:\n{completed.stderr[-4000:]}")
     for line in reversed(completed.stdout.strip().splitlines()):
         if line.startswith("{"):
-            return json.loads(line)
+            result = json.loads(line)
+            used = result.get("malloc")
+            if _preload is not None and library not in _warned_malloc and not (used and _same_file(used, _preload)):
+                _warned_malloc.add(library)
+                print(f"  WARNING: {library} worker ran with malloc from {used}, not {_preload}")
+            return result
     raise RuntimeError(f"{library} worker printed no result:\n{completed.stdout[-2000:]}")
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def import_library(library: str) -> Any:

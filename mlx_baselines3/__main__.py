@@ -11,7 +11,6 @@ installed (MLX_BASELINES3_MALLOC=0 turns that off; see mlx_baselines3/_malloc.py
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from typing import Any
 
@@ -77,5 +76,5 @@ def main(argv: list[str] | None = None) -> None:
 if __name__ == "__main__":
     from mlx_baselines3._malloc import restart_with_fast_allocator
 
-    restart_with_fast_allocator(["-m", "mlx_baselines3", *sys.argv[1:]])
+    restart_with_fast_allocator()
     main()

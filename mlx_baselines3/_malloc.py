@@ -2,29 +2,32 @@
 
 MLX builds every evaluated graph node on the calling (Python) thread: the array, its shape and
 input lists, its output buffer and the task handed to MLX's CPU worker thread. The worker frees
-most of them after running the task. glibc's ``malloc`` serves a thread from its own cache
-(``tcache``, 7 blocks per size) and puts a block freed by another thread into *that* thread's
-cache, so in this producer/consumer pattern the Python thread's cache stays empty and nearly every
-allocation takes glibc's slow path (``_int_malloc``, ``malloc_consolidate``): ~20% of a PPO
-CartPole run's CPU time on the 2-core Linux machine this project is measured on. glibc's tunables
-do not change that (``tcache_count`` up to 65000, ``arena_max=1``, ``mxfast``: no gain or slower).
+most of them after running the task. glibc's ``malloc`` puts a block freed by a thread into that
+thread's own cache (``tcache``: blocks up to 1032 bytes, 7 per size), so the Python thread's cache
+is only refilled through ``malloc``'s slow path, under the arena lock, and larger blocks always take
+that path. On the 2-core Linux machine this project is measured on, that slow path
+(``_int_malloc``, ``malloc_consolidate``, ``_int_free``) was ~20% of a PPO CartPole run's CPU time,
+and glibc's tunables did not reduce it.
 
 Allocators built for threads that free each other's memory (jemalloc, tcmalloc, mimalloc) remove
-that cost: PPO CartPole (8 envs, ``n_steps`` 256) went from ~9.4-10.3k to ~12.4-13.3k steps/s with
-any of the three preloaded. A process can only change its ``malloc`` before it starts, through
-``LD_PRELOAD``; a library cannot do it for a running interpreter. So:
+most of that cost: PPO CartPole (8 envs, ``n_steps`` 256) went from ~9.5-10.3k to ~11.7-13.3k
+steps/s with any of the three preloaded (+6% for the larger batches of ``python -m
+mlx_baselines3``'s RL-Zoo settings; SAC with 256-unit networks: no measurable change). A process
+can only change its ``malloc`` before it starts, through ``LD_PRELOAD``; a library cannot do it
+for a running interpreter. So:
 
-- ``python -m mlx_baselines3`` (the package's training command) restarts itself with the first
-  allocator :func:`find_fast_allocator` finds, once, and says which one it uses;
-- ``benchmarks/throughput.py`` preloads it into both libraries' processes (SB3 gains too: PPO +2%
-  with jemalloc, +7% with tcmalloc);
+- ``python -m mlx_baselines3`` (the package's training command) restarts itself once, with the
+  same interpreter options, when it runs on glibc's ``malloc`` and :func:`find_fast_allocator`
+  finds a library, and prints which ``malloc`` it runs with. A ``malloc`` preloaded by the user
+  (another allocator, a sanitizer, valgrind) is left alone;
+- ``benchmarks/*.py`` preload the same library into both libraries' worker processes;
 - your own script: ``LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 python train.py``
   (Debian/Ubuntu: ``apt install libjemalloc2``, or ``libtcmalloc-minimal4``).
 
 ``get_system_info`` reports which library provides ``malloc``. The environment variable
 ``MLX_BASELINES3_MALLOC`` chooses: unset or ``auto`` searches the usual library folders for
-:data:`FAST_ALLOCATORS` in that order, ``0``/``off`` leaves ``malloc`` alone, a path names the
-library to preload. Nothing happens off Linux.
+:data:`FAST_ALLOCATORS` in that order, ``0``/``off``/``default`` leaves ``malloc`` alone, a path
+names the library to preload. Nothing happens off Linux.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ __all__ = [
     "find_fast_allocator",
     "malloc_info",
     "malloc_provider",
+    "resolve_allocator_setting",
     "restart_with_fast_allocator",
 ]
 
@@ -64,8 +68,8 @@ SEARCH_DIRS = (
 
 # Set in the environment of a restarted process: it never restarts a second time.
 _RESTARTED_ENV_VAR = "MLX_BASELINES3_MALLOC_RESTARTED"
-_OFF_VALUES = frozenset({"0", "off", "false", "no", "none"})
-_AUTO_VALUES = frozenset({"", "1", "on", "true", "yes", "auto"})
+OFF_VALUES = frozenset({"0", "off", "false", "no", "none", "default"})
+AUTO_VALUES = frozenset({"", "1", "on", "true", "yes", "auto"})
 
 
 def malloc_provider() -> str | None:
@@ -77,31 +81,45 @@ def malloc_provider() -> str | None:
     return _global_provider("malloc")
 
 
+def _is_c_library(path: str | None) -> bool:
+    """Whether ``malloc`` comes from glibc itself (nothing preloaded over it)."""
+    return path is not None and os.path.basename(path).startswith("libc.so")
+
+
 def _is_fast(path: str | os.PathLike[str] | None) -> bool:
+    """Whether ``path`` names one of :data:`FAST_ALLOCATORS` (any version suffix)."""
     if path is None:
         return False
     name = os.path.basename(os.fspath(path))
-    return any(name.startswith(known.split(".so")[0] + ".so") for known in FAST_ALLOCATORS)
+    return any(name == known or name.startswith(known.split(".so")[0] + ".so.") for known in FAST_ALLOCATORS)
 
 
-def find_fast_allocator(
-    environ: Mapping[str, str] | None = None, search_dirs: Sequence[str] = SEARCH_DIRS
-) -> Path | None:
-    """The allocator library to preload, or None (turned off, not Linux, or none installed).
+def resolve_allocator_setting(setting: str, source: str = MALLOC_ENV_VAR) -> Path | None:
+    """The library a value of ``MLX_BASELINES3_MALLOC`` (or ``--malloc``) names, as an absolute path.
 
-    :param environ: where ``MLX_BASELINES3_MALLOC`` is read (default: ``os.environ``)
-    :param search_dirs: folders searched for :data:`FAST_ALLOCATORS`
-    :raises FileNotFoundError: ``MLX_BASELINES3_MALLOC`` names a file that does not exist
+    :param source: where the value comes from, for the error messages
+    :return: None for an ``off`` value (and off Linux); the search result for ``auto``
+    :raises ValueError: the value names no readable file, or a path ``LD_PRELOAD`` would split
+        (it separates entries at spaces and colons)
     """
-    environ = os.environ if environ is None else environ
-    setting = environ.get(MALLOC_ENV_VAR, "").strip()
-    if setting.lower() in _OFF_VALUES or not sys.platform.startswith("linux"):
+    value = setting.strip()
+    if value.lower() in OFF_VALUES or not sys.platform.startswith("linux"):
         return None
-    if setting.lower() not in _AUTO_VALUES:
-        path = Path(setting).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"{MALLOC_ENV_VAR}={setting} does not name an existing file")
-        return path
+    if value.lower() in AUTO_VALUES:
+        return _search(SEARCH_DIRS)
+    try:
+        path = Path(value).expanduser().resolve()
+        exists = path.is_file()
+    except (OSError, RuntimeError, ValueError) as exc:
+        raise ValueError(f"{source}={value}: {exc}") from exc
+    if not exists:
+        raise ValueError(f"{source}={value} does not name an existing file")
+    if any(char in str(path) for char in " \t:"):
+        raise ValueError(f"{source}={value}: LD_PRELOAD cannot hold a path with a space or colon")
+    return path
+
+
+def _search(search_dirs: Sequence[str]) -> Path | None:
     for name in FAST_ALLOCATORS:
         for folder in search_dirs:
             candidate = Path(folder) / name
@@ -110,7 +128,25 @@ def find_fast_allocator(
     return None
 
 
-def environment_with_allocator(library: str | os.PathLike[str], environ: Mapping[str, str] | None = None) -> dict[str, str]:
+def find_fast_allocator(
+    environ: Mapping[str, str] | None = None, search_dirs: Sequence[str] = SEARCH_DIRS
+) -> Path | None:
+    """The allocator library to preload, or None (turned off, not Linux, or none installed).
+
+    :param environ: where ``MLX_BASELINES3_MALLOC`` is read (default: ``os.environ``)
+    :param search_dirs: folders searched for :data:`FAST_ALLOCATORS` when it is unset or ``auto``
+    :raises ValueError: ``MLX_BASELINES3_MALLOC`` names no usable file
+    """
+    environ = os.environ if environ is None else environ
+    setting = environ.get(MALLOC_ENV_VAR, "")
+    if setting.strip().lower() in AUTO_VALUES and sys.platform.startswith("linux"):
+        return _search(search_dirs)
+    return resolve_allocator_setting(setting)
+
+
+def environment_with_allocator(
+    library: str | os.PathLike[str], environ: Mapping[str, str] | None = None
+) -> dict[str, str]:
     """A copy of ``environ`` whose ``LD_PRELOAD`` starts with ``library`` (kept once)."""
     env = dict(os.environ if environ is None else environ)
     library = os.fspath(library)
@@ -119,36 +155,60 @@ def environment_with_allocator(library: str | os.PathLike[str], environ: Mapping
     return env
 
 
-def restart_with_fast_allocator(argv: Sequence[str]) -> None:
-    """Replace this process by ``python argv...`` with a fast allocator preloaded, when one is found.
+def _same_file(a: str, b: str | os.PathLike[str]) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
-    Returns (doing nothing) when ``malloc`` is already a fast allocator's, when none is found or it
-    is turned off, off Linux, and in a process this function started already.
 
-    :param argv: the arguments after the interpreter, e.g. ``["-m", "mlx_baselines3", ...]``
+def restart_with_fast_allocator() -> None:
+    """Replace this process by the same command with a fast allocator preloaded, when one is found.
+
+    Runs ``sys.orig_argv`` again (interpreter options, ``-m`` wrappers such as ``cProfile``
+    included). Returns, doing nothing, when ``malloc`` is not glibc's (a preloaded allocator,
+    sanitizer or valgrind is kept), when no library is found or it is turned off, off Linux, and in
+    a process it restarted already. In that process, if the preload did not take effect (the
+    dynamic linker could not load it), it says so and takes the library out of ``LD_PRELOAD`` so
+    that child processes do not repeat the loader's error.
     """
-    if os.environ.get(_RESTARTED_ENV_VAR) or _is_fast(malloc_provider()):
+    provider = malloc_provider()
+    if os.environ.get(_RESTARTED_ENV_VAR):
+        wanted = os.environ.pop(_RESTARTED_ENV_VAR)
+        if provider is not None and not _same_file(provider, wanted):
+            print(f"mlx_baselines3: {wanted} could not be preloaded; keeping {provider}", file=sys.stderr)
+            entries = os.environ.get("LD_PRELOAD", "").replace(":", " ").split()
+            os.environ["LD_PRELOAD"] = " ".join(entry for entry in entries if entry != wanted)
+        return
+    if not _is_c_library(provider):
         return
     try:
         library = find_fast_allocator()
-    except FileNotFoundError as exc:
+    except ValueError as exc:
         print(f"mlx_baselines3: {exc}; keeping the default malloc", file=sys.stderr)
         return
     if library is None:
         return
     env = environment_with_allocator(library)
-    env[_RESTARTED_ENV_VAR] = "1"
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os.execve(sys.executable, [sys.executable, *argv], env)
+    env[_RESTARTED_ENV_VAR] = str(library)
+    for stream in (sys.stdout, sys.stderr):
+        if stream is not None:
+            stream.flush()
+    os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
 
 
 def malloc_info() -> dict[str, Any]:
-    """Which library provides ``malloc``, whether it is one of :data:`FAST_ALLOCATORS`, and which
-    fast allocator is installed (``available``; None when none is found or it is turned off)."""
+    """Which library provides ``malloc`` (``provider``), whether that is glibc itself (``c_library``)
+    or one of :data:`FAST_ALLOCATORS` (``fast``), and the library :func:`find_fast_allocator` would preload (``available``; None when
+    none is found, it is turned off or misnamed). Never raises."""
     provider = malloc_provider()
     try:
         available = find_fast_allocator()
-    except FileNotFoundError:
+    except ValueError:
         available = None
-    return {"provider": provider, "fast": _is_fast(provider), "available": str(available) if available else None}
+    return {
+        "provider": provider,
+        "c_library": _is_c_library(provider),
+        "fast": _is_fast(provider),
+        "available": str(available) if available else None,
+    }

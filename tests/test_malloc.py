@@ -14,7 +14,6 @@ from mlx_baselines3._malloc import (
     MALLOC_ENV_VAR,
     environment_with_allocator,
     find_fast_allocator,
-    malloc_info,
     restart_with_fast_allocator,
 )
 
@@ -52,7 +51,7 @@ def test_env_var_turns_off_or_names_the_library(tmp_path: Path) -> None:
     custom = tmp_path / "my_malloc.so"
     custom.write_bytes(b"")
     assert find_fast_allocator({MALLOC_ENV_VAR: str(custom)}, []) == custom
-    with pytest.raises(FileNotFoundError, match=MALLOC_ENV_VAR):
+    with pytest.raises(ValueError, match="does not name an existing file"):
         find_fast_allocator({MALLOC_ENV_VAR: str(tmp_path / "missing.so")}, dirs)
 
 
@@ -63,16 +62,71 @@ def test_preload_goes_first_and_once() -> None:
     assert environment_with_allocator("/x/lib.so", {})["LD_PRELOAD"] == "/x/lib.so"
 
 
-def test_no_second_restart(monkeypatch: pytest.MonkeyPatch) -> None:
-    def forbidden(*args: object) -> None:
-        raise AssertionError("restarted again")
+def _record_exec(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, list[str], dict[str, str]]]:
+    calls: list[tuple[str, list[str], dict[str, str]]] = []
+    monkeypatch.setattr(os, "execve", lambda path, argv, env: calls.append((path, list(argv), dict(env))))
+    return calls
 
-    monkeypatch.setattr(os, "execve", forbidden)
-    monkeypatch.setenv(_malloc._RESTARTED_ENV_VAR, "1")
-    restart_with_fast_allocator(["-c", "pass"])  # returns: this process was started by a restart
-    monkeypatch.delenv(_malloc._RESTARTED_ENV_VAR)
-    monkeypatch.setenv(MALLOC_ENV_VAR, "0")
-    restart_with_fast_allocator(["-c", "pass"])  # returns: turned off
+
+@linux_only
+def test_restart_only_over_glibc_malloc(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    calls = _record_exec(monkeypatch)
+    monkeypatch.delenv(_malloc._RESTARTED_ENV_VAR, raising=False)
+    monkeypatch.setenv("LD_PRELOAD", "/x/other.so")
+    monkeypatch.setattr(_malloc, "find_fast_allocator", lambda: Path("/x/libjemalloc.so.2"))
+    monkeypatch.setattr(_malloc, "malloc_provider", lambda: "/x/libasan.so.8")
+    restart_with_fast_allocator()  # a sanitizer (or any preloaded malloc) is left alone
+    assert calls == []
+    monkeypatch.setattr(_malloc, "malloc_provider", lambda: "/lib/x86_64-linux-gnu/libc.so.6")
+    restart_with_fast_allocator()
+    (path, argv, env), = calls
+    assert path == sys.executable and argv == [sys.executable, *sys.orig_argv[1:]]  # options and wrappers kept
+    assert env["LD_PRELOAD"].split() == ["/x/libjemalloc.so.2", "/x/other.so"]
+    assert env[_malloc._RESTARTED_ENV_VAR] == "/x/libjemalloc.so.2"
+    monkeypatch.setenv(MALLOC_ENV_VAR, "/no/such/libjemalloc.so.2")
+    monkeypatch.setattr(_malloc, "find_fast_allocator", find_fast_allocator)  # the real search again
+    restart_with_fast_allocator()  # a misnamed library: said, and not restarted
+    assert len(calls) == 1
+    assert "does not name an existing file" in capsys.readouterr().err
+
+
+@linux_only
+def test_restarted_process_does_not_restart_again(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    calls = _record_exec(monkeypatch)
+    monkeypatch.setattr(_malloc, "find_fast_allocator", lambda: Path("/x/libjemalloc.so.2"))
+    monkeypatch.setattr(_malloc, "malloc_provider", lambda: "/lib/x86_64-linux-gnu/libc.so.6")
+    monkeypatch.setenv(_malloc._RESTARTED_ENV_VAR, "/x/libjemalloc.so.2")
+    monkeypatch.setenv("LD_PRELOAD", "/x/libjemalloc.so.2 /x/other.so")
+    restart_with_fast_allocator()  # the preload failed: said, taken out of LD_PRELOAD, no loop
+    assert calls == []
+    assert "could not be preloaded" in capsys.readouterr().err
+    assert os.environ["LD_PRELOAD"] == "/x/other.so"
+    assert _malloc._RESTARTED_ENV_VAR not in os.environ
+
+
+@linux_only
+def test_explicit_setting_is_checked(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    resolve = _malloc.resolve_allocator_setting
+    assert resolve("default") is None and resolve("off") is None
+    (tmp_path / "mine.so").write_bytes(b"")
+    monkeypatch.chdir(tmp_path)
+    assert resolve("mine.so") == tmp_path / "mine.so"  # absolute: LD_PRELOAD ignores bare names
+    (tmp_path / "a b.so").write_bytes(b"")
+    with pytest.raises(ValueError, match="space or colon"):
+        resolve(str(tmp_path / "a b.so"))
+    with pytest.raises(ValueError, match=MALLOC_ENV_VAR):
+        resolve("/" + "a" * 300 + "/x.so")  # ENAMETOOLONG from the file system: still a ValueError
+
+
+@linux_only
+def test_system_info_never_raises_on_a_bad_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    from mlx_baselines3.common.serialization import get_system_info
+
+    monkeypatch.setenv(MALLOC_ENV_VAR, "/" + "a" * 300 + "/x.so")
+    info, _ = get_system_info(print_info=False)
+    assert info["malloc"].startswith(_malloc.malloc_provider() or "")
 
 
 def _provider_in_subprocess(env: dict[str, str]) -> str:
@@ -91,18 +145,19 @@ def test_default_process_uses_the_c_library() -> None:
 
 @needs_installed
 def test_preloaded_allocator_is_reported() -> None:
-    env = environment_with_allocator(INSTALLED, {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"})
+    clean = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", MALLOC_ENV_VAR)}
+    env = environment_with_allocator(INSTALLED, clean)
     info = __import__("json").loads(_provider_in_subprocess(env))
     assert os.path.samefile(info["provider"], INSTALLED)
-    assert info["fast"] is True
-    assert malloc_info()["available"] == str(INSTALLED)
+    assert info["fast"] is True and info["c_library"] is False
+    assert info["available"] == str(INSTALLED)
 
 
-def _cli(env_update: dict[str, str]) -> subprocess.CompletedProcess[str]:
+def _cli(env_update: dict[str, str], *wrapper: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", MALLOC_ENV_VAR, _malloc._RESTARTED_ENV_VAR)}
     env.update(env_update)
-    command = [sys.executable, "-m", "mlx_baselines3", "--timesteps", "256", "--eval-episodes", "1"]
-    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=600, check=True)
+    command = [sys.executable, *wrapper, "-m", "mlx_baselines3", "--timesteps", "256", "--eval-episodes", "1"]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=180, check=True)
 
 
 def _malloc_line(stdout: str) -> str:
@@ -114,6 +169,14 @@ def test_cli_restarts_with_the_allocator() -> None:
     run = _cli({})
     assert os.path.samefile(_malloc_line(run.stdout), INSTALLED)
     assert "Evaluation over 1 episodes" in run.stdout
+
+
+@needs_installed
+def test_cli_restart_keeps_wrappers_and_a_named_library(tmp_path: Path) -> None:
+    profile = tmp_path / "cli.prof"
+    run = _cli({MALLOC_ENV_VAR: str(INSTALLED)}, "-m", "cProfile", "-o", str(profile))
+    assert os.path.samefile(_malloc_line(run.stdout), INSTALLED)  # and it did not restart in a loop
+    assert profile.stat().st_size > 0  # cProfile ran around the restarted command
 
 
 @linux_only

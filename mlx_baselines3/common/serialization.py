@@ -921,7 +921,7 @@ def get_system_info(print_info: bool = True) -> tuple[dict[str, str], str]:
 
     malloc = malloc_info()
     if malloc["provider"] is not None:
-        hint = "" if malloc["fast"] or not malloc["available"] else f" (LD_PRELOAD={malloc['available']} is faster)"
+        hint = f" (LD_PRELOAD={malloc['available']} is faster)" if malloc["c_library"] and malloc["available"] else ""
         info["malloc"] = f"{malloc['provider']}{hint}"
     text = "".join(f"- {key}: {value}\n" for key, value in info.items())
     if print_info:
