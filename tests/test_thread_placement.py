@@ -66,10 +66,11 @@ def test_pins_caller_and_worker_together_and_restores() -> None:
         assert inside[worker] == caller
         others = {tid: cpus for tid, cpus in inside.items() if tid not in (worker, threading.get_native_id())}
         assert all(cpus == before[tid] for tid, cpus in others.items()), "only the two threads move"
-        # The worker does not preempt the Python thread when handed work; nothing else changes policy
+        # Neither preempts the other when handed work; nothing else changes policy
         policies = _policies()
-        assert policies[worker] == os.SCHED_BATCH
-        assert all(policies[tid] == policies_before[tid] for tid in policies if tid != worker)
+        me = threading.get_native_id()
+        assert policies[worker] == os.SCHED_BATCH and policies[me] == os.SCHED_BATCH
+        assert all(policies[tid] == policies_before[tid] for tid in policies if tid not in (worker, me))
         with mlx_threads_on_one_core():  # nested: unchanged
             assert _affinities()[worker] == caller
             assert os.sched_getscheduler(worker) == os.SCHED_BATCH
@@ -99,6 +100,7 @@ def test_environment_variable_turns_it_off(monkeypatch: pytest.MonkeyPatch) -> N
 def test_learn_runs_pinned_and_restores() -> None:
     seen: list[int] = []
     worker_policies: list[int] = []
+    caller_policies: list[int] = []
     worker = find_mlx_cpu_worker()
     assert worker is not None
 
@@ -106,14 +108,15 @@ def test_learn_runs_pinned_and_restores() -> None:
         def _on_step(self) -> bool:
             seen.append(len(os.sched_getaffinity(0)))
             worker_policies.append(os.sched_getscheduler(worker))
+            caller_policies.append(os.sched_getscheduler(0))
             return True
 
     before = os.sched_getaffinity(0)
     PPO("MlpPolicy", gym.make("CartPole-v1"), n_steps=16, batch_size=16, n_epochs=1).learn(32, callback=RecordAffinity())
     assert seen and set(seen) == {1}
-    assert set(worker_policies) == {os.SCHED_BATCH}
+    assert set(worker_policies) == {os.SCHED_BATCH} and set(caller_policies) == {os.SCHED_BATCH}
     assert os.sched_getaffinity(0) == before
-    assert os.sched_getscheduler(worker) == os.SCHED_OTHER
+    assert os.sched_getscheduler(worker) == os.SCHED_OTHER and os.sched_getscheduler(0) == os.SCHED_OTHER
 
 
 def test_auto_mode_pins_only_when_other_processes_leave_a_core_idle(monkeypatch: pytest.MonkeyPatch) -> None:
