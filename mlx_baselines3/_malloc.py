@@ -12,7 +12,7 @@ and glibc's tunables did not reduce it.
 Allocators built for threads that free each other's memory (jemalloc, tcmalloc, mimalloc) remove
 most of that cost: PPO CartPole (8 envs, ``n_steps`` 256) went from ~9.5-10.3k to ~11.7-13.3k
 steps/s with any of the three preloaded (+6% for the larger batches of ``python -m
-mlx_baselines3``'s RL-Zoo settings; SAC with 256-unit networks: no measurable change). A process
+mlx_baselines3``'s RL-Zoo settings; SAC with 256-unit networks: ~8%). A process
 can only change its ``malloc`` before it starts, through ``LD_PRELOAD``; a library cannot do it
 for a running interpreter. So:
 
