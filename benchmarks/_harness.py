@@ -84,7 +84,10 @@ def handle_worker(args: argparse.Namespace, worker: Callable[[str, dict[str, Any
 
 
 def _malloc_provider() -> str | None:
-    """The library that provides ``malloc`` to this process (both libraries' workers report it)."""
+    """The library that provides ``malloc`` to this process (both libraries' workers report it).
+
+    ``mlx_baselines3._malloc.malloc_provider`` does the same, but SB3's worker runs in an
+    interpreter without this package (nor MLX), so the harness carries its own few lines."""
     import ctypes
 
     class DlInfo(ctypes.Structure):
@@ -115,7 +118,7 @@ _warned_malloc: set[str] = set()
 def _select_allocator(choice: str | None) -> None:
     """Choose the ``malloc`` of the worker processes (the same for both libraries) and say which."""
     global _preload
-    from mlx_baselines3._malloc import MALLOC_ENV_VAR, resolve_allocator_setting
+    from mlx_baselines3._malloc import AUTO_VALUES, MALLOC_ENV_VAR, resolve_allocator_setting
 
     setting = os.environ.get(MALLOC_ENV_VAR, "auto") if choice is None else choice
     inherited = os.environ.get("LD_PRELOAD", "").strip()
@@ -123,7 +126,7 @@ def _select_allocator(choice: str | None) -> None:
         found = resolve_allocator_setting(setting, MALLOC_ENV_VAR if choice is None else "--malloc")
     except ValueError as exc:
         raise SystemExit(str(exc)) from None
-    if setting.strip().lower() in ("", "auto") and inherited:
+    if setting.strip().lower() in AUTO_VALUES and inherited:
         found = None  # the caller's own LD_PRELOAD decides
     _preload = str(found) if found else None
     described = _preload or (f"as inherited (LD_PRELOAD={inherited})" if inherited else "the C library's")
@@ -156,19 +159,20 @@ def run_worker(
     for line in reversed(completed.stdout.strip().splitlines()):
         if line.startswith("{"):
             result = json.loads(line)
-            used = result.get("malloc")
-            if _preload is not None and library not in _warned_malloc and not (used and _same_file(used, _preload)):
-                _warned_malloc.add(library)
-                print(f"  WARNING: {library} worker ran with malloc from {used}, not {_preload}")
+            if _preload is not None and library not in _warned_malloc:
+                _check_malloc(library, result.get("malloc"))
             return result
     raise RuntimeError(f"{library} worker printed no result:\n{completed.stdout[-2000:]}")
 
 
-def _same_file(a: str, b: str) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
+def _check_malloc(library: str, used: str | None) -> None:
+    """Warn (once per library) when a worker did not run with the preloaded allocator."""
+    from mlx_baselines3._blas import _same_file
+
+    assert _preload is not None
+    if not _same_file(used, _preload):
+        _warned_malloc.add(library)
+        print(f"  WARNING: {library} worker ran with malloc from {used}, not {_preload}")
 
 
 def import_library(library: str) -> Any:

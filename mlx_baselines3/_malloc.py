@@ -94,10 +94,13 @@ def _is_fast(path: str | os.PathLike[str] | None) -> bool:
     return any(name == known or name.startswith(known.split(".so")[0] + ".so.") for known in FAST_ALLOCATORS)
 
 
-def resolve_allocator_setting(setting: str, source: str = MALLOC_ENV_VAR) -> Path | None:
+def resolve_allocator_setting(
+    setting: str, source: str = MALLOC_ENV_VAR, search_dirs: Sequence[str] = SEARCH_DIRS
+) -> Path | None:
     """The library a value of ``MLX_BASELINES3_MALLOC`` (or ``--malloc``) names, as an absolute path.
 
     :param source: where the value comes from, for the error messages
+    :param search_dirs: folders searched for :data:`FAST_ALLOCATORS` for ``auto``
     :return: None for an ``off`` value (and off Linux); the search result for ``auto``
     :raises ValueError: the value names no readable file, or a path ``LD_PRELOAD`` would split
         (it separates entries at spaces and colons)
@@ -106,7 +109,7 @@ def resolve_allocator_setting(setting: str, source: str = MALLOC_ENV_VAR) -> Pat
     if value.lower() in OFF_VALUES or not sys.platform.startswith("linux"):
         return None
     if value.lower() in AUTO_VALUES:
-        return _search(SEARCH_DIRS)
+        return _search(search_dirs)
     try:
         path = Path(value).expanduser().resolve()
         exists = path.is_file()
@@ -138,10 +141,7 @@ def find_fast_allocator(
     :raises ValueError: ``MLX_BASELINES3_MALLOC`` names no usable file
     """
     environ = os.environ if environ is None else environ
-    setting = environ.get(MALLOC_ENV_VAR, "")
-    if setting.strip().lower() in AUTO_VALUES and sys.platform.startswith("linux"):
-        return _search(search_dirs)
-    return resolve_allocator_setting(setting)
+    return resolve_allocator_setting(environ.get(MALLOC_ENV_VAR, ""), search_dirs=search_dirs)
 
 
 def environment_with_allocator(
@@ -150,16 +150,14 @@ def environment_with_allocator(
     """A copy of ``environ`` whose ``LD_PRELOAD`` starts with ``library`` (kept once)."""
     env = dict(os.environ if environ is None else environ)
     library = os.fspath(library)
-    others = [entry for entry in env.get("LD_PRELOAD", "").replace(":", " ").split() if entry != library]
-    env["LD_PRELOAD"] = " ".join([library, *others])
+    env["LD_PRELOAD"] = " ".join([library, *_preload_entries(env, without=library)])
     return env
 
 
-def _same_file(a: str, b: str | os.PathLike[str]) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
+def _preload_entries(environ: Mapping[str, str], without: str) -> list[str]:
+    """The libraries in ``environ``'s ``LD_PRELOAD`` (the loader splits at spaces and colons), but
+    ``without``."""
+    return [entry for entry in environ.get("LD_PRELOAD", "").replace(":", " ").split() if entry != without]
 
 
 def restart_with_fast_allocator() -> None:
@@ -172,13 +170,14 @@ def restart_with_fast_allocator() -> None:
     dynamic linker could not load it), it says so and takes the library out of ``LD_PRELOAD`` so
     that child processes do not repeat the loader's error.
     """
+    from mlx_baselines3._blas import _same_file
+
     provider = malloc_provider()
     if os.environ.get(_RESTARTED_ENV_VAR):
         wanted = os.environ.pop(_RESTARTED_ENV_VAR)
         if provider is not None and not _same_file(provider, wanted):
             print(f"mlx_baselines3: {wanted} could not be preloaded; keeping {provider}", file=sys.stderr)
-            entries = os.environ.get("LD_PRELOAD", "").replace(":", " ").split()
-            os.environ["LD_PRELOAD"] = " ".join(entry for entry in entries if entry != wanted)
+            os.environ["LD_PRELOAD"] = " ".join(_preload_entries(os.environ, without=wanted))
         return
     if not _is_c_library(provider):
         return
