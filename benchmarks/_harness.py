@@ -66,7 +66,7 @@ def add_peer_arguments(parser: argparse.ArgumentParser) -> None:
         "--malloc",
         default=None,
         help="allocator preloaded into both libraries' processes (default: $MLX_BASELINES3_MALLOC, else "
-        "auto): auto (jemalloc/tcmalloc/mimalloc when installed, see mlx_baselines3/_malloc.py), "
+        "auto): auto (the mimalloc pip installed with the package, else a system jemalloc/tcmalloc/mimalloc; see mlx_baselines3/_malloc.py), "
         "off (the C library's), or a library path",
     )
     parser.add_argument("--worker", choices=["mlx", "sb3"], help=argparse.SUPPRESS)

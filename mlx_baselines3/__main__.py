@@ -4,13 +4,17 @@
     python -m mlx_baselines3 --algo a2c --timesteps 200000
     python -m mlx_baselines3 --algo ppo --env Pendulum-v1 --timesteps 50000 --save pendulum.zip
 
-On Linux the command restarts itself once with jemalloc, tcmalloc or mimalloc preloaded when one is
-installed (MLX_BASELINES3_MALLOC=0 turns that off; see mlx_baselines3/_malloc.py).
+On Linux the command restarts itself once with a faster malloc preloaded: the mimalloc that pip
+installed with the package, else a system jemalloc, tcmalloc or mimalloc (MLX_BASELINES3_MALLOC=0
+turns that off; see mlx_baselines3/_malloc.py). For your own scripts:
+
+    LD_PRELOAD=$(python -m mlx_baselines3 --print-malloc) python train.py
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from typing import Any
 
@@ -35,7 +39,7 @@ def _resolve(value: Any) -> Any:
 
 def main(argv: list[str] | None = None) -> None:
     import mlx_baselines3
-    from mlx_baselines3._malloc import malloc_provider
+    from mlx_baselines3._malloc import find_fast_allocator, malloc_provider
     from mlx_baselines3.common.env_util import make_vec_env
     from mlx_baselines3.common.evaluation import evaluate_policy
 
@@ -50,7 +54,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--eval-episodes", type=int, default=10)
     parser.add_argument("--save", default=None, help="path of the model zip to write")
     parser.add_argument("--verbose", type=int, default=0)
+    parser.add_argument("--print-malloc", action="store_true",
+                        help="print the path of the malloc library to preload (empty if none) and exit")
     args = parser.parse_args(argv)
+    if args.print_malloc:
+        print(find_fast_allocator() or "")
+        return
 
     preset = CARTPOLE_PRESETS.get(args.algo, {}) if args.env == "CartPole-v1" else {}
     n_envs = args.n_envs or preset.get("n_envs", 1)
@@ -76,5 +85,6 @@ def main(argv: list[str] | None = None) -> None:
 if __name__ == "__main__":
     from mlx_baselines3._malloc import restart_with_fast_allocator
 
-    restart_with_fast_allocator()
+    if "--print-malloc" not in sys.argv[1:]:
+        restart_with_fast_allocator()
     main()

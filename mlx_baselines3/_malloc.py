@@ -21,18 +21,23 @@ for a running interpreter. So:
   finds a library, and prints which ``malloc`` it runs with. A ``malloc`` preloaded by the user
   (another allocator, a sanitizer, valgrind) is left alone;
 - ``benchmarks/*.py`` preload the same library into both libraries' worker processes;
-- your own script: ``LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libjemalloc.so.2 python train.py``
-  (Debian/Ubuntu: ``apt install libjemalloc2``, or ``libtcmalloc-minimal4``).
+- your own script: ``LD_PRELOAD=$(python -m mlx_baselines3.malloc) python train.py`` (that
+  command prints the library's path), or call :func:`restart_with_fast_allocator` first thing.
 
-``get_system_info`` reports which library provides ``malloc``. The environment variable
-``MLX_BASELINES3_MALLOC`` chooses: unset or ``auto`` searches the usual library folders for
-:data:`FAST_ALLOCATORS` in that order, ``0``/``off``/``default`` leaves ``malloc`` alone, a path
+On Linux the package depends on ``cmeel-mimalloc``, a pip wheel of mimalloc (MIT licence, ~0.5 MB),
+so a library is there on every machine the package installs on; system packages (Debian/Ubuntu:
+``libjemalloc2``, ``libtcmalloc-minimal4``) are the fallback. ``get_system_info`` reports which
+library provides ``malloc``. The environment variable ``MLX_BASELINES3_MALLOC`` chooses: unset or
+``auto`` takes the packaged mimalloc, else searches the usual library folders for
+:data:`FAST_ALLOCATORS` in that order; ``0``/``off``/``default`` leaves ``malloc`` alone; a path
 names the library to preload. Nothing happens off Linux.
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
+import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -45,15 +50,27 @@ __all__ = [
     "find_fast_allocator",
     "malloc_info",
     "malloc_provider",
+    "packaged_allocator",
     "resolve_allocator_setting",
     "restart_with_fast_allocator",
 ]
 
 MALLOC_ENV_VAR = "MLX_BASELINES3_MALLOC"
 
-FAST_ALLOCATORS = ("libjemalloc.so.2", "libtcmalloc_minimal.so.4", "libtcmalloc.so.4", "libmimalloc.so.2")
-"""Shared libraries looked for, in order of preference (Debian/Ubuntu package names: libjemalloc2,
-libtcmalloc-minimal4, libgoogle-perftools4, libmimalloc2.0)."""
+FAST_ALLOCATORS = (
+    "libjemalloc.so.2",
+    "libtcmalloc_minimal.so.4",
+    "libtcmalloc.so.4",
+    "libmimalloc.so.3",
+    "libmimalloc.so.2",
+)
+"""Shared libraries looked for in :data:`SEARCH_DIRS` when the packaged mimalloc is missing, in
+order of preference (Debian/Ubuntu package names: libjemalloc2, libtcmalloc-minimal4,
+libgoogle-perftools4, libmimalloc3, libmimalloc2.0)."""
+
+PACKAGED_ALLOCATOR = "cmeel-mimalloc"
+"""The pip distribution (a Linux dependency of this package) whose ``libmimalloc.so.<N>`` is
+preferred to any system library."""
 
 SEARCH_DIRS = (
     "/usr/lib/x86_64-linux-gnu",
@@ -94,13 +111,29 @@ def _is_fast(path: str | os.PathLike[str] | None) -> bool:
     return any(name == known or name.startswith(known.split(".so")[0] + ".so.") for known in FAST_ALLOCATORS)
 
 
+def packaged_allocator() -> Path | None:
+    """Absolute path of the mimalloc that the ``cmeel-mimalloc`` wheel installed, or None (not
+    installed, or in a folder whose path ``LD_PRELOAD`` would split)."""
+    try:
+        files = importlib.metadata.distribution(PACKAGED_ALLOCATOR).files or []
+    except importlib.metadata.PackageNotFoundError:
+        return None
+    for file in files:
+        if re.fullmatch(r"libmimalloc\.so\.\d+", file.name):
+            path = Path(str(file.locate())).resolve()
+            if path.is_file() and not any(char in str(path) for char in " \t:"):
+                return path
+    return None
+
+
 def resolve_allocator_setting(
-    setting: str, source: str = MALLOC_ENV_VAR, search_dirs: Sequence[str] = SEARCH_DIRS
+    setting: str, source: str = MALLOC_ENV_VAR, search_dirs: Sequence[str] | None = None
 ) -> Path | None:
     """The library a value of ``MLX_BASELINES3_MALLOC`` (or ``--malloc``) names, as an absolute path.
 
     :param source: where the value comes from, for the error messages
-    :param search_dirs: folders searched for :data:`FAST_ALLOCATORS` for ``auto``
+    :param search_dirs: folders searched for :data:`FAST_ALLOCATORS` for ``auto``; None: the
+        packaged mimalloc (:func:`packaged_allocator`) first, then :data:`SEARCH_DIRS`
     :return: None for an ``off`` value (and off Linux); the search result for ``auto``
     :raises ValueError: the value names no readable file, or a path ``LD_PRELOAD`` would split
         (it separates entries at spaces and colons)
@@ -122,7 +155,12 @@ def resolve_allocator_setting(
     return path
 
 
-def _search(search_dirs: Sequence[str]) -> Path | None:
+def _search(search_dirs: Sequence[str] | None) -> Path | None:
+    if search_dirs is None:
+        packaged = packaged_allocator()
+        if packaged is not None:
+            return packaged
+        search_dirs = SEARCH_DIRS
     for name in FAST_ALLOCATORS:
         for folder in search_dirs:
             candidate = Path(folder) / name
@@ -132,12 +170,13 @@ def _search(search_dirs: Sequence[str]) -> Path | None:
 
 
 def find_fast_allocator(
-    environ: Mapping[str, str] | None = None, search_dirs: Sequence[str] = SEARCH_DIRS
+    environ: Mapping[str, str] | None = None, search_dirs: Sequence[str] | None = None
 ) -> Path | None:
     """The allocator library to preload, or None (turned off, not Linux, or none installed).
 
     :param environ: where ``MLX_BASELINES3_MALLOC`` is read (default: ``os.environ``)
     :param search_dirs: folders searched for :data:`FAST_ALLOCATORS` when it is unset or ``auto``
+        (None: the packaged mimalloc first, then :data:`SEARCH_DIRS`)
     :raises ValueError: ``MLX_BASELINES3_MALLOC`` names no usable file
     """
     environ = os.environ if environ is None else environ

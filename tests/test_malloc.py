@@ -20,6 +20,8 @@ from mlx_baselines3._malloc import (
 linux_only = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="LD_PRELOAD is a Linux mechanism")
 INSTALLED = find_fast_allocator({}) if sys.platform.startswith("linux") else None
 needs_installed = pytest.mark.skipif(INSTALLED is None, reason="no jemalloc/tcmalloc/mimalloc installed")
+# cmeel-mimalloc is a dependency for these two Linux architectures (pyproject.toml)
+PACKAGED_PLATFORM = sys.platform.startswith("linux") and os.uname().machine in ("x86_64", "aarch64")
 
 
 def _fake_libraries(folder: Path, *names: str) -> list[str]:
@@ -40,6 +42,20 @@ def test_search_prefers_jemalloc_then_tcmalloc(tmp_path: Path) -> None:
     (second / "libjemalloc.so.2").unlink()
     assert find_fast_allocator({}, dirs) == first / "libtcmalloc_minimal.so.4"
     assert find_fast_allocator({}, [str(tmp_path / "empty")]) is None
+
+
+@pytest.mark.skipif(not PACKAGED_PLATFORM, reason="cmeel-mimalloc is a dependency on Linux x86-64/aarch64 only")
+def test_packaged_mimalloc_is_found_first(tmp_path: Path) -> None:
+    import importlib.metadata
+
+    packaged = _malloc.packaged_allocator()
+    assert packaged is not None, "the cmeel-mimalloc dependency is not installed"
+    assert packaged.is_absolute() and packaged.is_file() and packaged.name.startswith("libmimalloc.so.")
+    dist_root = Path(str(importlib.metadata.distribution("cmeel-mimalloc").locate_file(""))).resolve()
+    assert dist_root in packaged.parents  # the wheel's own copy, not a system one
+    assert find_fast_allocator({}) == packaged  # the default search prefers it to system libraries
+    dirs = _fake_libraries(tmp_path, "libjemalloc.so.2")
+    assert find_fast_allocator({}, dirs) == tmp_path / "libjemalloc.so.2"  # explicit folders: only those
 
 
 @linux_only
@@ -177,6 +193,22 @@ def test_cli_restart_keeps_wrappers_and_a_named_library(tmp_path: Path) -> None:
     run = _cli({MALLOC_ENV_VAR: str(INSTALLED)}, "-m", "cProfile", "-o", str(profile))
     assert os.path.samefile(_malloc_line(run.stdout), INSTALLED)  # and it did not restart in a loop
     assert profile.stat().st_size > 0  # cProfile ran around the restarted command
+
+
+@linux_only
+def test_cli_prints_the_library_to_preload(tmp_path: Path) -> None:
+    base = {k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", MALLOC_ENV_VAR, _malloc._RESTARTED_ENV_VAR)}
+
+    def printed(setting: str) -> str:
+        env = dict(base, **{MALLOC_ENV_VAR: setting})
+        command = [sys.executable, "-m", "mlx_baselines3", "--print-malloc"]
+        return subprocess.run(command, env=env, capture_output=True, text=True, timeout=60, check=True).stdout
+
+    assert printed("auto").strip() == str(INSTALLED or "")
+    assert printed("off") == "\n"  # nothing to preload: an empty line, usable as LD_PRELOAD=
+    mine = tmp_path / "mine.so"
+    mine.write_bytes(b"")
+    assert printed(str(mine)).strip() == str(mine)
 
 
 @linux_only
