@@ -168,3 +168,21 @@ def test_sac_deterministic_actor_numpy_matches_mlx_after_training():
     np.testing.assert_allclose(unscaled, model.policy.unscale_action(numpy_mean[0]), rtol=1e-5, atol=1e-6)
     # sampled actions (training) stay on the MLX path
     assert model.policy._predict_numpy(obs, deterministic=False) is None
+
+
+def test_host_view_reads_mlx_memory_without_copying_and_cannot_write_it():
+    import mlx.core as mx
+
+    from mlx_baselines3.common.numpy_inference import host_view
+
+    weight = mx.arange(12, dtype=mx.float32).reshape(3, 4)
+    view = host_view(weight)
+    np.testing.assert_array_equal(view, np.arange(12, dtype=np.float32).reshape(3, 4))
+    assert not view.flags.owndata  # MLX's buffer, not a copy
+    assert np.shares_memory(view, host_view(weight))
+    with pytest.raises(ValueError, match="read-only"):
+        view[0, 0] = 1.0  # NumPy must not write into an (immutable) MLX array
+    assert weight[0, 0].item() == 0.0
+    # strided MLX views come through with their strides
+    np.testing.assert_array_equal(host_view(weight.T), np.arange(12, dtype=np.float32).reshape(3, 4).T)
+    np.testing.assert_array_equal(host_view(weight[:, 1:3]), np.arange(12, dtype=np.float32).reshape(3, 4)[:, 1:3])

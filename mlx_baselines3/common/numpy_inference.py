@@ -88,6 +88,15 @@ def _sequential_plan(sequential: nn.Module) -> list[tuple[str, Any]] | None:
 # paid again whenever the parameters change, which for SAC is every env step.
 _TRANSPOSE_COPY_MAX = 128 * 128
 
+
+def host_view(array: Any) -> np.ndarray:
+    """A read-only NumPy view of an MLX array's memory (no copy: ~0.4 us against ~6.5 us to copy a
+    256x256 weight). MLX arrays are immutable and the view keeps the array alive, so the view's
+    values never change; it is made read-only so that NumPy cannot write into MLX's buffer."""
+    view = np.asarray(array)
+    view.flags.writeable = False
+    return view
+
 NumpyLayer = tuple[np.ndarray, np.ndarray | None] | Callable[[np.ndarray], np.ndarray]
 """A Linear layer as ``(weight.T, bias or None)`` (ready for ``x @ weight_t``) or an activation."""
 
@@ -101,10 +110,10 @@ def _copy_layers(sequential: nn.Sequential, plan: list[tuple[str, Any]]) -> list
         if kind == "linear":
             linear = modules[item]
             bias = linear.get("bias")
-            weight_t = np.array(linear["weight"]).T
+            weight_t = host_view(linear["weight"]).T
             if weight_t.size <= _TRANSPOSE_COPY_MAX:
                 weight_t = weight_t.copy()
-            layers.append((weight_t, None if bias is None else np.array(bias)))
+            layers.append((weight_t, None if bias is None else host_view(bias)))
         else:
             layers.append(item)
     return layers
@@ -149,6 +158,8 @@ class NumpySequential:
         assert plan is not None, "use NumpySequential.from_sequential"
         self.sequential = sequential
         self._plan = plan
+        # Where each parameter lives (the layer module and key): found once, re-read on refresh
+        self._slots = [(container, key) for container, key, _ in _sources_of(sequential)]
         self._sources: list[tuple[Any, Any, Any]] = []
         self._layers: list[NumpyLayer] = []
         self.refresh()
@@ -160,7 +171,7 @@ class NumpySequential:
 
     def refresh(self) -> None:
         """Copy the current MLX parameters."""
-        self._sources = _sources_of(self.sequential)
+        self._sources = [(container, key, container[key]) for container, key in self._slots]
         self._layers = _copy_layers(self.sequential, self._plan)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
