@@ -160,7 +160,7 @@ def test_active_in_this_process() -> None:
     # dladdr on the slot libmlx.so calls through: it is the optimized library's function
     assert info["provider"] is not None
     assert os.path.samefile(info["provider"], info["library"])
-    assert "OpenBLAS" in (info["version"] or "")
+    assert ("Math Kernel Library" if "libmkl_rt" in info["library"] else "OpenBLAS") in (info["version"] or "")
     json.dumps(info)  # what system_info and the benchmarks record must be JSON-friendly
 
 
@@ -217,6 +217,54 @@ def test_explicit_library_without_cblas_is_refused() -> None:
     assert info["active"] is False
     assert "does not export cblas_sgemm" in info["reason"]
     assert "UserWarning" in stderr
+
+
+HAS_MKL_WHEEL = "mkl" in _blas._wheel_libraries()
+
+
+@linux_only
+def test_named_wheel_libraries() -> None:
+    info, _ = _info_in_subprocess(MLX_BASELINES3_BLAS="openblas")
+    assert info["active"], info["reason"]
+    assert "scipy_openblas" in info["library"] and os.path.samefile(info["provider"], info["library"])
+    info, stderr = _info_in_subprocess(MLX_BASELINES3_BLAS="mkl", MKL_NUM_THREADS="1")
+    if HAS_MKL_WHEEL:
+        assert info["active"] and "libmkl_rt" in info["library"]
+        assert info["num_threads"] == 1  # MKL_NUM_THREADS is the user's: left as set
+    else:
+        assert info["active"] is False and "the mkl wheel is not installed" in info["reason"]
+        assert "UserWarning" in stderr  # asked for by name: said loudly
+
+
+def test_auto_prefers_the_mkl_wheel(monkeypatch: pytest.MonkeyPatch) -> None:
+    both = {"mkl": Path("/x/libmkl_rt.so.3"), "openblas": Path("/y/libscipy_openblas.so")}
+    monkeypatch.setattr(_blas, "_wheel_libraries", lambda: both)
+    assert _blas._default_library() == both["mkl"]
+    monkeypatch.setattr(_blas, "_wheel_libraries", lambda: {"openblas": both["openblas"]})
+    assert _blas._default_library() == both["openblas"]
+    monkeypatch.setattr(_blas, "_wheel_libraries", lambda: {})
+    assert _blas._default_library() is None
+
+
+@linux_only
+@pytest.mark.skipif(not HAS_MKL_WHEEL, reason="the optional mkl extra is not installed")
+def test_mkl_wheel_is_routed_with_threads_and_exact_products() -> None:
+    code = (
+        "import json, numpy as np, mlx.core as mx\n"
+        "from mlx_baselines3._blas import blas_info\n"
+        "rng = np.random.default_rng(0)\n"
+        "a, b = rng.standard_normal((256, 256)).astype(np.float32), rng.standard_normal((256, 256)).astype(np.float32)\n"
+        "err = float(np.abs(np.array(mx.array(a) @ mx.array(b)) - a.astype(np.float64) @ b).max())\n"
+        "print(json.dumps(dict(blas_info(), err=err)))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k not in ("MLX_BASELINES3_BLAS", "MKL_NUM_THREADS")}
+    out = subprocess.run([sys.executable, "-c", "import mlx_baselines3\n" + code], capture_output=True, text=True,
+                         env=env, check=True)
+    info = json.loads(out.stdout.strip().splitlines()[-1])
+    assert info["active"] and "libmkl_rt" in info["library"] and "Math Kernel Library" in info["version"]
+    assert os.path.samefile(info["provider"], info["library"])
+    assert info["num_threads"] == _blas.DEFAULT_NUM_THREADS
+    assert info["err"] < 1e-3
 
 
 @linux_only
