@@ -49,9 +49,9 @@ from __future__ import annotations
 
 import ctypes
 import importlib.metadata
-import importlib.util
 import mmap
 import os
+import re
 import struct
 import sys
 import threading
@@ -77,7 +77,8 @@ DEFAULT_NUM_THREADS = min(2, len(os.sched_getaffinity(0))) if hasattr(os, "sched
 
 _OFF_VALUES = frozenset({"0", "off", "false", "no", "none"})
 _AUTO_VALUES = frozenset({"", "1", "on", "true", "yes", "auto"})
-_NAMED_VALUES = frozenset({"openblas", "mkl"})
+# The BLAS wheels ``auto`` looks for, by the name MLX_BASELINES3_BLAS gives them, in order of preference.
+_WHEELS = {"mkl": "mkl", "openblas": "scipy-openblas32"}
 # Thread-count environment variables a library reads itself (then left as the user set them).
 _THREADS_ENV_VARS = {"openblas": "OPENBLAS_NUM_THREADS", "mkl": "MKL_NUM_THREADS"}
 # Prefixes under which a library may export the standard CBLAS names.
@@ -209,10 +210,10 @@ def _enable() -> BlasInfo:
             warnings.warn(f"mlx_baselines3: optimized BLAS not used: {message}", UserWarning, stacklevel=4)
         return BlasInfo(active=False, reason=message)
 
-    if setting.lower() in _NAMED_VALUES:
+    if setting.lower() in _WHEELS:
         named = _wheel_libraries().get(setting.lower())
         if named is None:
-            wheel = "mkl" if setting.lower() == "mkl" else "scipy-openblas32"
+            wheel = _WHEELS[setting.lower()]
             return fail(f"{BLAS_ENV_VAR}={setting}: the {wheel} wheel is not installed (pip install {wheel})")
         path = named
     elif explicit:
@@ -332,33 +333,36 @@ def _set_threads(library: ctypes.CDLL, num_threads: int) -> bool:
     return True
 
 
-def _wheel_libraries() -> dict[str, Path]:
-    """The BLAS libraries of the installed pip wheels: ``"mkl"`` (``libmkl_rt`` of the ``mkl``
-    wheel) and ``"openblas"`` (``scipy-openblas32``'s), for those installed."""
-    found: dict[str, Path] = {}
+def wheel_file(distribution: str, name_pattern: str) -> Path | None:
+    """Absolute path of the first file (in sorted order) that the installed pip distribution
+    ``distribution`` lists and whose name matches the regular expression ``name_pattern`` in full;
+    None if it is not installed or has no such file."""
     try:
-        files = importlib.metadata.distribution("mkl").files or []
+        files = importlib.metadata.distribution(distribution).files or []
     except importlib.metadata.PackageNotFoundError:
-        files = []
+        return None
     for file in sorted(files, key=str):
-        if file.name.startswith("libmkl_rt.so"):
+        if re.fullmatch(name_pattern, file.name):
             path = Path(str(file.locate())).resolve()
             if path.is_file():
-                found["mkl"] = path
-                break
-    spec = importlib.util.find_spec("scipy_openblas32")
-    if spec is not None and spec.origin is not None:
-        candidates = sorted((Path(spec.origin).parent / "lib").glob("libscipy_openblas*.so*"))
-        if candidates:
-            found["openblas"] = candidates[0]
-    return found
+                return path
+    return None
+
+
+def _wheel_libraries() -> dict[str, Path]:
+    """The BLAS libraries of the installed :data:`_WHEELS`, by name."""
+    found = {
+        "mkl": wheel_file(_WHEELS["mkl"], r"libmkl_rt\.so(\.\d+)*"),
+        "openblas": wheel_file(_WHEELS["openblas"], r"libscipy_openblas.*\.so.*"),
+    }
+    return {name: path for name, path in found.items() if path is not None}
 
 
 def _default_library() -> Path | None:
-    """The library ``auto`` routes to: MKL's if the ``mkl`` wheel is installed, else the
-    ``scipy-openblas32`` wheel's; None if neither is."""
+    """The library ``auto`` routes to: the first of :func:`_wheel_libraries` (MKL's if the ``mkl``
+    wheel is installed, else ``scipy-openblas32``'s); None if neither is."""
     libraries = _wheel_libraries()
-    return libraries.get("mkl") or libraries.get("openblas")
+    return next((libraries[name] for name in _WHEELS if name in libraries), None)
 
 
 def _find_function(library: ctypes.CDLL, names: tuple[str, ...]) -> Any:

@@ -35,9 +35,7 @@ names the library to preload. Nothing happens off Linux.
 
 from __future__ import annotations
 
-import importlib.metadata
 import os
-import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -111,19 +109,18 @@ def _is_fast(path: str | os.PathLike[str] | None) -> bool:
     return any(name == known or name.startswith(known.split(".so")[0] + ".so.") for known in FAST_ALLOCATORS)
 
 
+def _splits_preload(path: Path) -> bool:
+    """Whether ``LD_PRELOAD`` would split ``path`` (it separates entries at spaces and colons)."""
+    return any(char in str(path) for char in " \t:")
+
+
 def packaged_allocator() -> Path | None:
     """Absolute path of the mimalloc that the ``cmeel-mimalloc`` wheel installed, or None (not
     installed, or in a folder whose path ``LD_PRELOAD`` would split)."""
-    try:
-        files = importlib.metadata.distribution(PACKAGED_ALLOCATOR).files or []
-    except importlib.metadata.PackageNotFoundError:
-        return None
-    for file in files:
-        if re.fullmatch(r"libmimalloc\.so\.\d+", file.name):
-            path = Path(str(file.locate())).resolve()
-            if path.is_file() and not any(char in str(path) for char in " \t:"):
-                return path
-    return None
+    from mlx_baselines3._blas import wheel_file
+
+    path = wheel_file(PACKAGED_ALLOCATOR, r"libmimalloc\.so\.\d+")
+    return None if path is None or _splits_preload(path) else path
 
 
 def resolve_allocator_setting(
@@ -150,7 +147,7 @@ def resolve_allocator_setting(
         raise ValueError(f"{source}={value}: {exc}") from exc
     if not exists:
         raise ValueError(f"{source}={value} does not name an existing file")
-    if any(char in str(path) for char in " \t:"):
+    if _splits_preload(path):
         raise ValueError(f"{source}={value}: LD_PRELOAD cannot hold a path with a space or colon")
     return path
 

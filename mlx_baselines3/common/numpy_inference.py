@@ -129,17 +129,31 @@ def _apply_layers(x: np.ndarray, layers: list[NumpyLayer]) -> np.ndarray:
     return x
 
 
-def _sources_of(module: nn.Module) -> list[tuple[Any, Any, Any]]:
-    """``(container, key, array)`` of each parameter of ``module``: where to look for replacements."""
-    sources: list[tuple[Any, Any, Any]] = []
-    flat: Any = tree_flatten(module.parameters())
-    for name, value in flat:
-        *path, last = name.split(".")
-        container: Any = module
-        for part in path:
-            container = container[int(part)] if isinstance(container, list) else container[part]
-        sources.append((container, int(last) if isinstance(container, list) else last, value))
-    return sources
+class _ParameterSlots:
+    """Where each parameter of ``module`` lives (the layer module or list, and its key), found
+    once; :meth:`read` notes the arrays there now and :meth:`changed` says whether any was replaced
+    since. MLX arrays are immutable, so an update (training step, ``load_state_dict``,
+    ``set_parameters``) always puts new array objects in the module: comparing identities is a
+    complete and cheap (microseconds) staleness check."""
+
+    def __init__(self, module: nn.Module) -> None:
+        self._slots: list[tuple[Any, Any]] = []
+        flat: Any = tree_flatten(module.parameters())
+        for name, _ in flat:
+            *path, last = name.split(".")
+            container: Any = module
+            for part in path:
+                container = container[int(part)] if isinstance(container, list) else container[part]
+            self._slots.append((container, int(last) if isinstance(container, list) else last))
+        self._seen: list[Any] = []
+
+    def read(self) -> None:
+        """Note the arrays the slots hold now."""
+        self._seen = [container[key] for container, key in self._slots]
+
+    def changed(self) -> bool:
+        """Whether any slot holds another array than at the last :meth:`read`."""
+        return any(container[key] is not array for (container, key), array in zip(self._slots, self._seen))
 
 
 class NumpySequential:
@@ -158,9 +172,7 @@ class NumpySequential:
         assert plan is not None, "use NumpySequential.from_sequential"
         self.sequential = sequential
         self._plan = plan
-        # Where each parameter lives (the layer module and key): found once, re-read on refresh
-        self._slots = [(container, key) for container, key, _ in _sources_of(sequential)]
-        self._sources: list[tuple[Any, Any, Any]] = []
+        self._parameters = _ParameterSlots(sequential)
         self._layers: list[NumpyLayer] = []
         self.refresh()
 
@@ -171,12 +183,12 @@ class NumpySequential:
 
     def refresh(self) -> None:
         """Copy the current MLX parameters."""
-        self._sources = [(container, key, container[key]) for container, key in self._slots]
+        self._parameters.read()
         self._layers = _copy_layers(self.sequential, self._plan)
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         """The network's output for a float32 batch ``[B, in_features]``."""
-        if any(container[key] is not array for container, key, array in self._sources):
+        if self._parameters.changed():
             self.refresh()
         return _apply_layers(x, self._layers)
 
@@ -219,6 +231,7 @@ class NumpyActorCritic:
         self.rng = rng if rng is not None else np.random
         self._pi_plan = _sequential_plan(policy.mlp_extractor.policy_net)
         self._vf_plan = _sequential_plan(policy.mlp_extractor.value_net)
+        self._parameters = _ParameterSlots(policy)
         self._weights: dict[str, np.ndarray] = {}
         self._pi_layers: list[NumpyLayer] = []
         self._vf_layers: list[NumpyLayer] = []
@@ -271,21 +284,17 @@ class NumpyActorCritic:
 
     def refresh(self) -> None:
         """Copy the current MLX parameters (done automatically when they change, see :meth:`ensure_current`)."""
-        self._weights = {name: np.array(value) for name, value in self.policy.state_dict().items()}
-        self._sources = _sources_of(self.policy)
+        self._parameters.read()
+        self._weights = {name: host_view(value) for name, value in self.policy.state_dict().items()}
         assert self._pi_plan is not None and self._vf_plan is not None
         extractor = self.policy.mlp_extractor
         self._pi_layers = _copy_layers(extractor.policy_net, self._pi_plan)
         self._vf_layers = _copy_layers(extractor.value_net, self._vf_plan)
 
     def ensure_current(self) -> None:
-        """Re-copy the parameters if any was replaced since the last copy.
-
-        MLX arrays are immutable, so an update (training step, ``load_state_dict``,
-        ``set_parameters``) always puts new array objects in the module: comparing identities is
-        a complete and cheap (microseconds) staleness check.
-        """
-        if any(container[key] is not array for container, key, array in self._sources):
+        """Re-copy the parameters if any was replaced since the last copy (an identity check,
+        see :class:`_ParameterSlots`)."""
+        if self._parameters.changed():
             self.refresh()
 
     # -- forward ---------------------------------------------------------------------------------
