@@ -20,14 +20,17 @@ current value points either into ``libmlx.so`` (a lazy-binding stub) or at the s
 name in the library MLX links. If any check fails, nothing is changed and :func:`blas_info`
 says why.
 
-Intel's MKL is faster still for the 256x256 products of SAC/TD3 (a SAC gradient step ~7% shorter
-on the 2-core x86-64 machine), but its pip wheels install ~830 MB, so it is an optional extra
-(``pip install "mlx-baselines3[mkl]"``): when the ``mkl`` distribution is installed, ``auto``
-takes its ``libmkl_rt`` before ``scipy-openblas32``.
+Intel's MKL is faster still for the 256x256 products of SAC/TD3 on Intel CPUs (a SAC gradient
+step ~7% shorter on the 2-core Intel machine), but its pip wheels install ~830 MB, so it is an
+optional extra (``pip install "mlx-baselines3[mkl]"``): when the ``mkl`` distribution is installed
+and the CPU is Intel's, ``auto`` takes its ``libmkl_rt`` before ``scipy-openblas32``. On the AMD
+EPYC (Zen 4) machine MKL was the slower one (a 256x256x256 product 429/226 us on 1/2 threads
+against OpenBLAS's 395/194 us; SAC steps ~24% longer), so ``auto`` keeps OpenBLAS on other CPUs.
 
 Control it with the environment variable ``MLX_BASELINES3_BLAS``:
 
-- unset, ``1``, ``on``, ``auto``: MKL if the ``mkl`` wheel is installed, else ``scipy-openblas32``;
+- unset, ``1``, ``on``, ``auto``: MKL if the ``mkl`` wheel is installed and the CPU is Intel's,
+  else ``scipy-openblas32``;
 - ``openblas`` or ``mkl``: that one of the two wheels (a warning if it is not installed);
 - ``0``, ``off``, ``false``, ``no``: leave MLX's BLAS alone;
 - a path to a shared library exporting ``cblas_sgemm`` (e.g. a system ``libopenblas.so.0``): use
@@ -359,10 +362,27 @@ def _wheel_libraries() -> dict[str, Path]:
 
 
 def _default_library() -> Path | None:
-    """The library ``auto`` routes to: the first of :func:`_wheel_libraries` (MKL's if the ``mkl``
-    wheel is installed, else ``scipy-openblas32``'s); None if neither is."""
+    """The library ``auto`` routes to: the first of :func:`_wheel_libraries` in :data:`_WHEELS`'s
+    order on an Intel CPU; elsewhere MKL comes last (on AMD's Zen 4 it measured slower than
+    OpenBLAS). None if none is installed."""
     libraries = _wheel_libraries()
-    return next((libraries[name] for name in _WHEELS if name in libraries), None)
+    order = list(_WHEELS)
+    if _cpu_vendor() != "GenuineIntel":
+        order.sort(key=lambda name: name == "mkl")
+    return next((libraries[name] for name in order if name in libraries), None)
+
+
+def _cpu_vendor() -> str | None:
+    """The CPU's ``vendor_id`` from ``/proc/cpuinfo`` (``GenuineIntel``, ``AuthenticAMD``, ...);
+    None where it cannot be read (or the CPU does not report one)."""
+    try:
+        with open("/proc/cpuinfo") as handle:
+            for line in handle:
+                if line.startswith("vendor_id"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        return None
+    return None
 
 
 def _find_function(library: ctypes.CDLL, names: tuple[str, ...]) -> Any:

@@ -236,14 +236,29 @@ def test_named_wheel_libraries() -> None:
         assert "UserWarning" in stderr  # asked for by name: said loudly
 
 
-def test_auto_prefers_the_mkl_wheel(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_auto_prefers_the_mkl_wheel_on_intel_cpus(monkeypatch: pytest.MonkeyPatch) -> None:
     both = {"mkl": Path("/x/libmkl_rt.so.3"), "openblas": Path("/y/libscipy_openblas.so")}
-    monkeypatch.setattr(_blas, "_wheel_libraries", lambda: both)
+    monkeypatch.setattr(_blas, "_cpu_vendor", lambda: "GenuineIntel")
+    monkeypatch.setattr(_blas, "_wheel_libraries", lambda: dict(both))
     assert _blas._default_library() == both["mkl"]
     monkeypatch.setattr(_blas, "_wheel_libraries", lambda: {"openblas": both["openblas"]})
     assert _blas._default_library() == both["openblas"]
     monkeypatch.setattr(_blas, "_wheel_libraries", lambda: {})
     assert _blas._default_library() is None
+    # MKL measured slower than OpenBLAS on AMD's Zen 4: auto keeps OpenBLAS off Intel CPUs
+    monkeypatch.setattr(_blas, "_wheel_libraries", lambda: dict(both))
+    for vendor in ("AuthenticAMD", None):
+        monkeypatch.setattr(_blas, "_cpu_vendor", lambda vendor=vendor: vendor)
+        assert _blas._default_library() == both["openblas"]
+    monkeypatch.setattr(_blas, "_wheel_libraries", lambda: {"mkl": both["mkl"]})
+    assert _blas._default_library() == both["mkl"]  # the only one installed: better than MLX's own
+
+
+@linux_only
+def test_cpu_vendor_matches_proc_cpuinfo() -> None:
+    with open("/proc/cpuinfo") as handle:
+        vendors = {line.split(":", 1)[1].strip() for line in handle if line.startswith("vendor_id")}
+    assert _blas._cpu_vendor() == (vendors.pop() if vendors else None)
 
 
 @linux_only
@@ -258,10 +273,14 @@ def test_mkl_wheel_is_routed_with_threads_and_exact_products() -> None:
         "print(json.dumps(dict(blas_info(), err=err)))\n"
     )
     env = {k: v for k, v in os.environ.items() if k not in ("MLX_BASELINES3_BLAS", "MKL_NUM_THREADS")}
-    out = subprocess.run([sys.executable, "-c", "import mlx_baselines3\n" + code], capture_output=True, text=True,
-                         env=env, check=True)
-    info = json.loads(out.stdout.strip().splitlines()[-1])
-    assert info["active"] and "libmkl_rt" in info["library"] and "Math Kernel Library" in info["version"]
+    # auto takes MKL on an Intel CPU only; named, it is used on any CPU
+    expect_auto = "libmkl_rt" if _blas._cpu_vendor() == "GenuineIntel" else "libscipy_openblas"
+    for setting, expected in (("auto", expect_auto), ("mkl", "libmkl_rt")):
+        out = subprocess.run([sys.executable, "-c", "import mlx_baselines3\n" + code], capture_output=True,
+                             text=True, env={**env, "MLX_BASELINES3_BLAS": setting}, check=True)
+        info = json.loads(out.stdout.strip().splitlines()[-1])
+        assert info["active"] and expected in info["library"], (setting, info)
+    assert "Math Kernel Library" in info["version"]
     assert os.path.samefile(info["provider"], info["library"])
     assert info["num_threads"] == _blas.DEFAULT_NUM_THREADS
     assert info["err"] < 1e-3
