@@ -28,6 +28,7 @@ from _harness import (  # noqa: E402
     add_peer_arguments,
     handle_worker,
     import_library,
+    machine_summary,
     median,
     peer_python,
     print_table,
@@ -121,6 +122,7 @@ def main() -> None:
 
     script = os.path.abspath(__file__)
     if args.profile:
+        print(machine_summary())
         libraries = ["mlx"]
         sb3_python = peer_python(args)
         if sb3_python:
@@ -140,6 +142,7 @@ def main() -> None:
 
     sb3_python = peer_python(args)
     print(f"Throughput | algos {args.algos} | reps {args.reps} | SB3: {sb3_python or 'not available'}")
+    print(machine_summary())
     fps: dict[str, dict[str, list[float]]] = {algo: {"mlx": [], "sb3": []} for algo in args.algos}
     for rep in range(args.reps):
         for algo in args.algos:
@@ -180,7 +183,7 @@ def main() -> None:
         ax.bar(names, ratios, color="tab:blue")
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set_ylabel("FPS ratio (mlx_baselines3 / SB3)")
-        ax.set_title("Training throughput, same machine, same run")
+        ax.set_title(f"Training throughput, same machine, same run\n{machine_summary().split(' | ')[0]}", fontsize=9)
         for index, ratio in enumerate(ratios):
             ax.text(index, ratio, f"{ratio:.2f}x", ha="center", va="bottom")
         fig.tight_layout()
