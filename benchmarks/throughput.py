@@ -4,8 +4,10 @@ same hyperparameters, same run.
 Each measurement is a fresh process: build the model, warm up (``learn(warmup)``: first compile,
 buffers filled past ``learning_starts``), then time ``learn(steps, reset_num_timesteps=False)``.
 The two libraries alternate, ``--reps`` times each; the table shows medians and the ratio
-(this package's FPS / SB3's FPS). SB3 runs from another interpreter (``--sb3-python`` or
-``$SB3_PYTHON``) with torch pinned to 1 thread.
+(this package's FPS / SB3's FPS), and the median and range of the per-rep ratios (each rep's two
+runs are back to back, so their ratio is less affected by a shared machine's speed drifting).
+SB3 runs from another interpreter (``--sb3-python`` or ``$SB3_PYTHON``) with torch pinned to 1
+thread.
 
   python benchmarks/throughput.py                        # all algorithms, 3 reps
   python benchmarks/throughput.py --algos ppo sac --reps 5 --plot throughput.png
@@ -158,6 +160,8 @@ def main() -> None:
     for algo in args.algos:
         setup = SETUPS[algo]
         mlx_fps, sb3_fps = median(fps[algo]["mlx"]), median(fps[algo]["sb3"])
+        # Each rep's two runs are back to back: their ratio cancels slow changes in the machine's speed
+        paired = [ours / peer for ours, peer in zip(fps[algo]["mlx"], fps[algo]["sb3"])]
         rows.append(
             [
                 algo.upper(),
@@ -166,11 +170,14 @@ def main() -> None:
                 mlx_fps,
                 sb3_fps,
                 mlx_fps / sb3_fps if fps[algo]["sb3"] else float("nan"),
+                median(paired) if paired else float("nan"),
+                f"{min(paired):.2f}-{max(paired):.2f}" if paired else "",
             ]
         )
     timed = ", ".join(f"{a}: {SETUPS[a]['steps']}" for a in args.algos)
     print(f"\nMedians over {args.reps} reps (timed {timed} steps after warm-up):")
-    print_table(["algo", "env", "n_envs", "mlx FPS", "SB3 FPS", "ratio"], rows)
+    print_table(["algo", "env", "n_envs", "mlx FPS", "SB3 FPS", "ratio", "paired ratio", "per rep"], rows)
+    print("ratio: of the medians; paired ratio: the median of each rep's mlx/SB3 (runs back to back)")
     if args.plot:
         import matplotlib
 
