@@ -207,6 +207,7 @@ def _enable() -> BlasInfo:
     if setting.lower() in _OFF_VALUES:
         return BlasInfo(active=False, reason=f"disabled by {BLAS_ENV_VAR}={setting}")
     explicit = setting.lower() not in _AUTO_VALUES
+    note = ""  # added to the reason
 
     def fail(message: str) -> BlasInfo:
         if explicit:  # the user asked for this library: say loudly that it is not used
@@ -230,6 +231,12 @@ def _enable() -> BlasInfo:
                 "scipy-openblas32 is not installed (pip install scipy-openblas32); MLX uses its reference BLAS"
             )
         path = default
+        mkl = _wheel_libraries().get("mkl")
+        if mkl is not None and path != mkl:
+            note = (
+                f" (the mkl wheel is installed, but auto takes it on Intel CPUs only, not on this"
+                f" {_cpu_vendor() or 'unknown'} one; {BLAS_ENV_VAR}=mkl uses it)"
+            )
 
     import mlx.core  # noqa: F401  (loads libmlx.so, whose imports are routed)
 
@@ -271,7 +278,7 @@ def _enable() -> BlasInfo:
     symbols = tuple(sorted({name for name, _, _ in plan}))
     return BlasInfo(
         active=True,
-        reason=f"MLX's {', '.join(symbols)} routed to {path.name}",
+        reason=f"MLX's {', '.join(symbols)} routed to {path.name}{note}",
         library=str(path),
         version=_library_version(library),
         num_threads=_library_num_threads(library),

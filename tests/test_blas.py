@@ -280,6 +280,8 @@ def test_mkl_wheel_is_routed_with_threads_and_exact_products() -> None:
                              text=True, env={**env, "MLX_BASELINES3_BLAS": setting}, check=True)
         info = json.loads(out.stdout.strip().splitlines()[-1])
         assert info["active"] and expected in info["library"], (setting, info)
+        # auto passing over the installed MKL says so
+        assert ("auto takes it on Intel CPUs only" in info["reason"]) == (expected != "libmkl_rt"), info
     assert "Math Kernel Library" in info["version"]
     assert os.path.samefile(info["provider"], info["library"])
     assert info["num_threads"] == _blas.DEFAULT_NUM_THREADS
