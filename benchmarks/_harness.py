@@ -133,25 +133,27 @@ def _select_allocator(choice: str | None) -> None:
     print(f"malloc in both libraries' processes: {described}")
 
 
-def machine_summary() -> str:
-    """One line on what ran this package: CPU model and usable cores, MLX version and device, and
-    the BLAS MLX's products go to (figures differ between the machines a run may land on)."""
+def cpu_summary() -> str:
+    """The CPU model and how many cores this process may use."""
     import platform
 
+    from mlx_baselines3._blas import cpuinfo_field
+
+    model = cpuinfo_field("model name") or platform.processor() or platform.machine()
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"{model}, {cores} cores"
+
+
+def machine_summary() -> str:
+    """One line on what ran this package: :func:`cpu_summary`, MLX version and device, and the
+    BLAS MLX's products go to (figures differ between the machines a run may land on)."""
     import mlx.core as mx
 
     from mlx_baselines3._blas import blas_info
 
-    model = platform.processor() or platform.machine()
-    try:
-        with open("/proc/cpuinfo") as handle:
-            model = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     info = blas_info()
     blas = f"{info.get('version') or info.get('library')}, {info.get('num_threads')} threads" if info["active"] else info["reason"]
-    return f"machine: {model}, {cores} cores | MLX {mx.__version__} on {mx.default_device()} | BLAS: {blas}"
+    return f"machine: {cpu_summary()} | MLX {mx.__version__} on {mx.default_device()} | BLAS: {blas}"
 
 
 def run_worker(

@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _harness import (  # noqa: E402
     DQN_CARTPOLE_ZOO,
     add_peer_arguments,
+    cpu_summary,
     handle_worker,
     import_library,
     machine_summary,
@@ -123,8 +124,8 @@ def main() -> None:
         return
 
     script = os.path.abspath(__file__)
+    print(machine_summary())
     if args.profile:
-        print(machine_summary())
         libraries = ["mlx"]
         sb3_python = peer_python(args)
         if sb3_python:
@@ -144,7 +145,6 @@ def main() -> None:
 
     sb3_python = peer_python(args)
     print(f"Throughput | algos {args.algos} | reps {args.reps} | SB3: {sb3_python or 'not available'}")
-    print(machine_summary())
     fps: dict[str, dict[str, list[float]]] = {algo: {"mlx": [], "sb3": []} for algo in args.algos}
     for rep in range(args.reps):
         for algo in args.algos:
@@ -190,7 +190,7 @@ def main() -> None:
         ax.bar(names, ratios, color="tab:blue")
         ax.axhline(1.0, color="black", linewidth=0.8)
         ax.set_ylabel("FPS ratio (mlx_baselines3 / SB3)")
-        ax.set_title(f"Training throughput, same machine, same run\n{machine_summary().split(' | ')[0]}", fontsize=9)
+        ax.set_title(f"Training throughput, same machine, same run\nmachine: {cpu_summary()}", fontsize=9)
         for index, ratio in enumerate(ratios):
             ax.text(index, ratio, f"{ratio:.2f}x", ha="center", va="bottom")
         fig.tight_layout()

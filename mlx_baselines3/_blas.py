@@ -80,8 +80,12 @@ DEFAULT_NUM_THREADS = min(2, len(os.sched_getaffinity(0))) if hasattr(os, "sched
 
 _OFF_VALUES = frozenset({"0", "off", "false", "no", "none"})
 _AUTO_VALUES = frozenset({"", "1", "on", "true", "yes", "auto"})
-# The BLAS wheels ``auto`` looks for, by the name MLX_BASELINES3_BLAS gives them, in order of preference.
-_WHEELS = {"mkl": "mkl", "openblas": "scipy-openblas32"}
+# The BLAS wheels ``auto`` looks for, by the name MLX_BASELINES3_BLAS gives them, in order of
+# preference: (pip distribution, file name of its library as a regular expression).
+_WHEELS = {
+    "mkl": ("mkl", r"libmkl_rt\.so(\.\d+)*"),
+    "openblas": ("scipy-openblas32", r"libscipy_openblas.*\.so.*"),
+}
 # Thread-count environment variables a library reads itself (then left as the user set them).
 _THREADS_ENV_VARS = {"openblas": "OPENBLAS_NUM_THREADS", "mkl": "MKL_NUM_THREADS"}
 # Prefixes under which a library may export the standard CBLAS names.
@@ -217,7 +221,7 @@ def _enable() -> BlasInfo:
     if setting.lower() in _WHEELS:
         named = _wheel_libraries().get(setting.lower())
         if named is None:
-            wheel = _WHEELS[setting.lower()]
+            wheel = _WHEELS[setting.lower()][0]
             return fail(f"{BLAS_ENV_VAR}={setting}: the {wheel} wheel is not installed (pip install {wheel})")
         path = named
     elif explicit:
@@ -225,14 +229,14 @@ def _enable() -> BlasInfo:
         if not path.is_file():
             return fail(f"{BLAS_ENV_VAR}={setting} does not name an existing file")
     else:
-        default = _default_library()
+        installed = _wheel_libraries()
+        default = _default_library(installed)
         if default is None:
             return fail(
                 "scipy-openblas32 is not installed (pip install scipy-openblas32); MLX uses its reference BLAS"
             )
         path = default
-        mkl = _wheel_libraries().get("mkl")
-        if mkl is not None and path != mkl:
+        if "mkl" in installed and path != installed["mkl"]:
             note = (
                 f" (the mkl wheel is installed, but auto takes it on Intel CPUs only, not on this"
                 f" {_cpu_vendor() or 'unknown'} one; {BLAS_ENV_VAR}=mkl uses it)"
@@ -361,35 +365,39 @@ def wheel_file(distribution: str, name_pattern: str) -> Path | None:
 
 def _wheel_libraries() -> dict[str, Path]:
     """The BLAS libraries of the installed :data:`_WHEELS`, by name."""
-    found = {
-        "mkl": wheel_file(_WHEELS["mkl"], r"libmkl_rt\.so(\.\d+)*"),
-        "openblas": wheel_file(_WHEELS["openblas"], r"libscipy_openblas.*\.so.*"),
-    }
+    found = {name: wheel_file(distribution, pattern) for name, (distribution, pattern) in _WHEELS.items()}
     return {name: path for name, path in found.items() if path is not None}
 
 
-def _default_library() -> Path | None:
-    """The library ``auto`` routes to: the first of :func:`_wheel_libraries` in :data:`_WHEELS`'s
-    order on an Intel CPU; elsewhere MKL comes last (on AMD's Zen 4 it measured slower than
-    OpenBLAS). None if none is installed."""
-    libraries = _wheel_libraries()
+def _default_library(libraries: dict[str, Path] | None = None) -> Path | None:
+    """The library ``auto`` routes to among ``libraries`` (default: :func:`_wheel_libraries`): the
+    first in :data:`_WHEELS`'s order on an Intel CPU; elsewhere MKL comes last (on AMD's Zen 4 it
+    measured slower than OpenBLAS). None if none is installed."""
+    if libraries is None:
+        libraries = _wheel_libraries()
     order = list(_WHEELS)
     if _cpu_vendor() != "GenuineIntel":
         order.sort(key=lambda name: name == "mkl")
     return next((libraries[name] for name in order if name in libraries), None)
 
 
-def _cpu_vendor() -> str | None:
-    """The CPU's ``vendor_id`` from ``/proc/cpuinfo`` (``GenuineIntel``, ``AuthenticAMD``, ...);
-    None where it cannot be read (or the CPU does not report one)."""
+def cpuinfo_field(name: str) -> str | None:
+    """The first ``name`` field of ``/proc/cpuinfo`` (``vendor_id``, ``model name``, ...); None
+    where it cannot be read or the CPU does not report it."""
     try:
         with open("/proc/cpuinfo") as handle:
             for line in handle:
-                if line.startswith("vendor_id"):
-                    return line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                if key.strip() == name:
+                    return value.strip()
     except OSError:
         return None
     return None
+
+
+def _cpu_vendor() -> str | None:
+    """The CPU's ``vendor_id`` (``GenuineIntel``, ``AuthenticAMD``, ...) or None."""
+    return cpuinfo_field("vendor_id")
 
 
 def _find_function(library: ctypes.CDLL, names: tuple[str, ...]) -> Any:
