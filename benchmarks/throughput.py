@@ -186,13 +186,16 @@ def main() -> None:
 
         fig, ax = plt.subplots(figsize=(6, 3.5))
         names = [row[0] for row in rows]
-        ratios = [row[5] for row in rows]
-        ax.bar(names, ratios, color="tab:blue")
-        ax.axhline(1.0, color="black", linewidth=0.8)
-        ax.set_ylabel("FPS ratio (mlx_baselines3 / SB3)")
+        if sb3_python:
+            values, label, unit = [row[5] for row in rows], "FPS ratio (mlx_baselines3 / SB3)", "x"
+            ax.axhline(1.0, color="black", linewidth=0.8)
+        else:  # no peer, no ratio: the bars are this package's own FPS
+            values, label, unit = [row[3] for row in rows], "FPS (mlx_baselines3; SB3 not run)", ""
+        ax.bar(names, values, color="tab:blue")
+        ax.set_ylabel(label)
         ax.set_title(f"Training throughput, same machine, same run\nmachine: {cpu_summary()}", fontsize=9)
-        for index, ratio in enumerate(ratios):
-            ax.text(index, ratio, f"{ratio:.2f}x", ha="center", va="bottom")
+        for index, value in enumerate(values):
+            ax.text(index, value, f"{value:.2f}{unit}" if unit else f"{value:.0f}", ha="center", va="bottom")
         fig.tight_layout()
         fig.savefig(args.plot, dpi=120)
         print(f"Wrote {args.plot}")
