@@ -187,15 +187,15 @@ def main() -> None:
         fig, ax = plt.subplots(figsize=(6, 3.5))
         names = [row[0] for row in rows]
         if sb3_python:
-            values, label, unit = [row[5] for row in rows], "FPS ratio (mlx_baselines3 / SB3)", "x"
+            values, label, text = [row[5] for row in rows], "FPS ratio (mlx_baselines3 / SB3)", "{:.2f}x"
             ax.axhline(1.0, color="black", linewidth=0.8)
         else:  # no peer, no ratio: the bars are this package's own FPS
-            values, label, unit = [row[3] for row in rows], "FPS (mlx_baselines3; SB3 not run)", ""
+            values, label, text = [row[3] for row in rows], "FPS (mlx_baselines3; SB3 not run)", "{:.0f}"
         ax.bar(names, values, color="tab:blue")
         ax.set_ylabel(label)
         ax.set_title(f"Training throughput, same machine, same run\nmachine: {cpu_summary()}", fontsize=9)
         for index, value in enumerate(values):
-            ax.text(index, value, f"{value:.2f}{unit}" if unit else f"{value:.0f}", ha="center", va="bottom")
+            ax.text(index, value, text.format(value), ha="center", va="bottom")
         fig.tight_layout()
         fig.savefig(args.plot, dpi=120)
         print(f"Wrote {args.plot}")
