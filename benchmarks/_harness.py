@@ -182,18 +182,16 @@ def run_worker(
     for line in reversed(completed.stdout.strip().splitlines()):
         if line.startswith("{"):
             result = json.loads(line)
-            if _preload is not None and library not in _warned_malloc:
-                _check_malloc(library, result.get("malloc"))
+            _check_malloc(library, result.get("malloc"))
             return result
     raise RuntimeError(f"{library} worker printed no result:\n{completed.stdout[-2000:]}")
 
 
 def _check_malloc(library: str, used: str | None) -> None:
     """Warn (once per library) when a worker did not run with the preloaded allocator."""
-    from mlx_baselines3._blas import _same_file
+    from mlx_baselines3._blas import same_file
 
-    assert _preload is not None
-    if not _same_file(used, _preload):
+    if _preload is not None and library not in _warned_malloc and not same_file(used, _preload):
         _warned_malloc.add(library)
         print(f"  WARNING: {library} worker ran with malloc from {used}, not {_preload}")
 

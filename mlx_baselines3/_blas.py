@@ -316,7 +316,7 @@ def _current_provider() -> str | None:
             return None
         mlx_path, slot = slots[0]
         owner = _dladdr(ctypes.c_void_p.from_address(slot).value or 0)
-        if owner is not None and _same_file(owner.dli_fname, mlx_path):
+        if owner is not None and same_file(owner.dli_fname, mlx_path):
             x = mx.ones((2, 2), dtype=mx.float32, stream=mx.cpu)
             mx.eval(mx.matmul(x, x, stream=mx.cpu))
             owner = _dladdr(ctypes.c_void_p.from_address(slot).value or 0)
@@ -415,18 +415,23 @@ def _library_version(library: ctypes.CDLL) -> str | None:
     """OpenBLAS's own description (version, build options, CPU kernel) or MKL's version string."""
     get_config = _find_function(library, ("openblas_get_config",))
     if get_config is None:
-        mkl_version = _find_function(library, ("MKL_Get_Version_String",))
-        if mkl_version is None:
-            return None
-        buffer = ctypes.create_string_buffer(256)
-        mkl_version.argtypes = [ctypes.c_char_p, ctypes.c_int]
-        mkl_version.restype = None
-        mkl_version(buffer, len(buffer))
-        return buffer.value.decode(errors="replace").strip() or None
+        return _mkl_version(library)
     get_config.argtypes = []
     get_config.restype = ctypes.c_char_p
     raw = get_config()
     return raw.decode(errors="replace").strip() if raw else None
+
+
+def _mkl_version(library: ctypes.CDLL) -> str | None:
+    """MKL's version string, if ``library`` is MKL."""
+    get_version = _find_function(library, ("MKL_Get_Version_String",))
+    if get_version is None:
+        return None
+    buffer = ctypes.create_string_buffer(256)
+    get_version.argtypes = [ctypes.c_char_p, ctypes.c_int]
+    get_version.restype = None
+    get_version(buffer, len(buffer))
+    return buffer.value.decode(errors="replace").strip() or None
 
 
 def _library_num_threads(library: ctypes.CDLL | None) -> int | None:
@@ -500,7 +505,8 @@ def _dladdr(address: int) -> _DlInfo | None:
     return info if dladdr(ctypes.c_void_p(address), ctypes.byref(info)) else None
 
 
-def _same_file(a: str | bytes | None, b: str) -> bool:
+def same_file(a: str | bytes | None, b: str) -> bool:
+    """Whether paths ``a`` and ``b`` name the same file (equal strings when either cannot be read)."""
     if a is None:
         return False
     a_str = a.decode(errors="replace") if isinstance(a, bytes) else a
@@ -545,7 +551,7 @@ def _slot_problem(slot: int, name: str, mlx_path: str, func_addr: int) -> str | 
     owner = _dladdr(current)
     if owner is None:
         return f"the {name} slot of {os.path.basename(mlx_path)} holds an unknown address; left alone"
-    if _same_file(owner.dli_fname, mlx_path):
+    if same_file(owner.dli_fname, mlx_path):
         return None  # lazy binding: still points at the PLT stub of libmlx itself
     if owner.dli_sname is not None and owner.dli_sname.decode(errors="replace") == name:
         return None  # bound to the reference library's function of the same name

@@ -21,8 +21,8 @@ for a running interpreter. So:
   finds a library, and prints which ``malloc`` it runs with. A ``malloc`` preloaded by the user
   (another allocator, a sanitizer, valgrind) is left alone;
 - ``benchmarks/*.py`` preload the same library into both libraries' worker processes;
-- your own script: ``LD_PRELOAD=$(python -m mlx_baselines3.malloc) python train.py`` (that
-  command prints the library's path), or call :func:`restart_with_fast_allocator` first thing.
+- your own script: ``LD_PRELOAD=$(python -m mlx_baselines3 --print-malloc) python train.py``
+  (``--print-malloc`` prints the library's path), or call :func:`restart_with_fast_allocator` first thing.
 
 On Linux the package depends on ``cmeel-mimalloc``, a pip wheel of mimalloc (MIT licence, ~0.5 MB),
 so a library is there on every machine the package installs on; system packages (Debian/Ubuntu:
@@ -206,12 +206,12 @@ def restart_with_fast_allocator() -> None:
     dynamic linker could not load it), it says so and takes the library out of ``LD_PRELOAD`` so
     that child processes do not repeat the loader's error.
     """
-    from mlx_baselines3._blas import _same_file
+    from mlx_baselines3._blas import same_file
 
     provider = malloc_provider()
     if os.environ.get(_RESTARTED_ENV_VAR):
         wanted = os.environ.pop(_RESTARTED_ENV_VAR)
-        if provider is not None and not _same_file(provider, wanted):
+        if provider is not None and not same_file(provider, wanted):
             print(f"mlx_baselines3: {wanted} could not be preloaded; keeping {provider}", file=sys.stderr)
             os.environ["LD_PRELOAD"] = " ".join(_preload_entries(os.environ, without=wanted))
         return

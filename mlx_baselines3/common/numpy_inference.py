@@ -137,6 +137,7 @@ class _ParameterSlots:
     complete and cheap (microseconds) staleness check."""
 
     def __init__(self, module: nn.Module) -> None:
+        self._names: list[str] = []
         self._slots: list[tuple[Any, Any]] = []
         flat: Any = tree_flatten(module.parameters())
         for name, _ in flat:
@@ -144,12 +145,14 @@ class _ParameterSlots:
             container: Any = module
             for part in path:
                 container = container[int(part)] if isinstance(container, list) else container[part]
+            self._names.append(name)
             self._slots.append((container, int(last) if isinstance(container, list) else last))
         self._seen: list[Any] = []
 
-    def read(self) -> None:
-        """Note the arrays the slots hold now."""
+    def read(self) -> dict[str, Any]:
+        """Note the arrays the slots hold now; returns them by dotted name (as ``state_dict``)."""
         self._seen = [container[key] for container, key in self._slots]
+        return dict(zip(self._names, self._seen))
 
     def changed(self) -> bool:
         """Whether any slot holds another array than at the last :meth:`read`."""
@@ -284,8 +287,7 @@ class NumpyActorCritic:
 
     def refresh(self) -> None:
         """Copy the current MLX parameters (done automatically when they change, see :meth:`ensure_current`)."""
-        self._parameters.read()
-        self._weights = {name: host_view(value) for name, value in self.policy.state_dict().items()}
+        self._weights = {name: host_view(value) for name, value in self._parameters.read().items()}
         assert self._pi_plan is not None and self._vf_plan is not None
         extractor = self.policy.mlp_extractor
         self._pi_layers = _copy_layers(extractor.policy_net, self._pi_plan)
