@@ -239,6 +239,57 @@ def timed_learn(model: Any, total_timesteps: int) -> float:
     return time.perf_counter() - start
 
 
+TWO_CORE_GAIN_THRESHOLD = 1.4
+"""A rep whose :func:`two_core_gain` probes are all at least this counts as one where the two cores
+cooperated (measured on the 2-core AMD machine: 1.55-1.87 when the host keeps the two virtual CPUs
+close, 1.0-1.2 when it places them apart)."""
+
+
+def two_core_gain(size: int = 256, products: int = 40) -> float | None:
+    """How much faster a ``size``-cubed float32 product runs on MLX with the BLAS's own thread count
+    than with one thread: median times, the Python thread and MLX's worker placed as in ``learn``.
+
+    On a virtual machine the host may place the two virtual CPUs far apart (a cache-line round trip
+    between them ~60 ns at some times, ~320-500 ns at others, on the 2-core AMD machine). When they
+    are apart, the second BLAS thread hardly helps (gain ~1.0-1.2 instead of ~1.6-1.8), and SAC,
+    TD3 and DQN, whose large products use both cores, slow down while SB3 on one thread does not.
+    Taken before and after a timed run, it says which kind of period the run fell in.
+
+    :return: the gain, or None when this package's BLAS routing is not active (its thread count
+        cannot be changed, e.g. on macOS)
+    """
+    import mlx.core as mx
+
+    from mlx_baselines3._blas import blas_info, set_blas_num_threads
+    from mlx_baselines3.common.thread_placement import mlx_threads_on_one_core
+
+    info = blas_info()
+    threads = info.get("num_threads")
+    if not info["active"] or not threads or threads < 2:
+        return None
+    a, b = mx.random.normal((size, size)), mx.random.normal((size, size))
+    mx.eval(a, b)
+
+    def median_seconds(num_threads: int) -> float:
+        set_blas_num_threads(num_threads)
+        for _ in range(5):
+            mx.eval(a @ b)
+        times = []
+        for _ in range(products):
+            start = time.perf_counter()
+            mx.eval(a @ b)
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+    try:
+        with mlx_threads_on_one_core():
+            one = median_seconds(1)
+            many = median_seconds(threads)
+    finally:
+        set_blas_num_threads(threads)
+    return one / many
+
+
 def median(values: list[float]) -> float:
     return float(statistics.median(values)) if values else float("nan")
 

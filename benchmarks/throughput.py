@@ -9,6 +9,12 @@ runs are back to back, so their ratio is less affected by a shared machine's spe
 SB3 runs from another interpreter (``--sb3-python`` or ``$SB3_PYTHON``) with torch pinned to 1
 thread.
 
+This package's runs use the second core for the BLAS's share of large products. Before and after
+each of its timed runs a probe (``_harness.two_core_gain``) times a 256x256x256 product on one
+thread and on the BLAS's threads; a second table splits the paired ratios by whether the second
+core helped (both probes at least ``TWO_CORE_GAIN_THRESHOLD``). On a virtual machine whose host
+sometimes places the two virtual CPUs far apart, that split separates the host's two states.
+
   python benchmarks/throughput.py                        # all algorithms, 3 reps
   python benchmarks/throughput.py --algos ppo sac --reps 5 --plot throughput.png
   python benchmarks/throughput.py --algos ppo --profile   # where an iteration's time goes (this package)
@@ -27,6 +33,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 from _harness import (  # noqa: E402
     DQN_CARTPOLE_ZOO,
+    TWO_CORE_GAIN_THRESHOLD,
     add_peer_arguments,
     cpu_summary,
     handle_worker,
@@ -36,6 +43,7 @@ from _harness import (  # noqa: E402
     peer_python,
     print_table,
     run_worker,
+    two_core_gain,
 )
 
 # name -> (class name, env id, n_envs, constructor kwargs, warmup steps, timed steps)
@@ -99,15 +107,49 @@ def worker(library: str, job: dict[str, Any]) -> dict[str, Any]:
     timer = _Timer()
     if job.get("profile"):
         _install_profile(model, timer)
+    # This package only (SB3 runs on one thread): did the host keep the two cores close?
+    gains = [two_core_gain()] if library == "mlx" else []
     start = time.perf_counter()
     before = model.num_timesteps
     model.learn(setup["steps"], reset_num_timesteps=False)
     seconds = time.perf_counter() - start
+    if library == "mlx":
+        gains.append(two_core_gain())
     result: dict[str, Any] = {"fps": (model.num_timesteps - before) / seconds, "seconds": seconds}
+    if gains and None not in gains:
+        result["two_core_gain"] = gains
     if job.get("profile"):
         accounted = sum(timer.seconds.values())
         result["profile"] = {**timer.seconds, "other (loop, callbacks, logging)": seconds - accounted}
     return result
+
+
+def _spread(values: list[float]) -> str:
+    return f"{min(values):.2f}-{max(values):.2f}" if values else ""
+
+
+def _print_by_core_help(
+    algos: list[str], paired: dict[str, list[float]], cores_helped: dict[str, list[bool | None]]
+) -> None:
+    """The paired ratios split by whether the second core sped up this package's products in that rep.
+
+    A virtual machine's host sometimes places its two virtual CPUs far apart; then the products that
+    use both cores (SAC, TD3, DQN) slow down while SB3 on one thread does not (see ``two_core_gain``).
+    """
+    rows = []
+    for algo in algos:
+        flags = cores_helped[algo]
+        if not paired[algo] or not flags or None in flags:
+            continue
+        for label, wanted in (("yes", True), ("no", False)):
+            chosen = [ratio for ratio, flag in zip(paired[algo], flags) if flag == wanted]
+            rows.append([algo.upper(), label, len(chosen), median(chosen), _spread(chosen)])
+    if rows:
+        print(
+            f"\nPaired ratio by whether the second core helped (two-core gain >= {TWO_CORE_GAIN_THRESHOLD} "
+            "before and after this package's timed run):"
+        )
+        print_table(["algo", "second core helped", "reps", "paired ratio", "per rep"], rows)
 
 
 def main() -> None:
@@ -146,6 +188,8 @@ def main() -> None:
     sb3_python = peer_python(args)
     print(f"Throughput | algos {args.algos} | reps {args.reps} | SB3: {sb3_python or 'not available'}")
     fps: dict[str, dict[str, list[float]]] = {algo: {"mlx": [], "sb3": []} for algo in args.algos}
+    # Per rep of this package: did the second core help its products (two_core_gain), None if unknown
+    cores_helped: dict[str, list[bool | None]] = {algo: [] for algo in args.algos}
     for rep in range(args.reps):
         for algo in args.algos:
             libraries = ["mlx", "sb3"] if sb3_python else ["mlx"]
@@ -155,13 +199,22 @@ def main() -> None:
                 python = sys.executable if library == "mlx" else sb3_python
                 result = run_worker(python, script, library, {"algo": algo, "seed": rep})  # type: ignore[arg-type]
                 fps[algo][library].append(result["fps"])
-                print(f"  rep {rep} {algo} {library}: {result['fps']:.0f} FPS")
+                gains = result.get("two_core_gain")
+                note = ""
+                if library == "mlx":
+                    helped = None if gains is None else min(gains) >= TWO_CORE_GAIN_THRESHOLD
+                    cores_helped[algo].append(helped)
+                    if gains is not None:
+                        note = f" (two-core gain {gains[0]:.2f} before, {gains[1]:.2f} after)"
+                print(f"  rep {rep} {algo} {library}: {result['fps']:.0f} FPS{note}")
+    # Each rep's two runs are back to back: their ratio cancels slow changes in the machine's speed
+    paired = {
+        algo: [mine / peer for mine, peer in zip(fps[algo]["mlx"], fps[algo]["sb3"])] for algo in args.algos
+    }
     rows = []
     for algo in args.algos:
         setup = SETUPS[algo]
         mlx_fps, sb3_fps = median(fps[algo]["mlx"]), median(fps[algo]["sb3"])
-        # Each rep's two runs are back to back: their ratio cancels slow changes in the machine's speed
-        paired = [ours / peer for ours, peer in zip(fps[algo]["mlx"], fps[algo]["sb3"])]
         rows.append(
             [
                 algo.upper(),
@@ -170,14 +223,15 @@ def main() -> None:
                 mlx_fps,
                 sb3_fps,
                 mlx_fps / sb3_fps if fps[algo]["sb3"] else float("nan"),
-                median(paired) if paired else float("nan"),
-                f"{min(paired):.2f}-{max(paired):.2f}" if paired else "",
+                median(paired[algo]) if paired[algo] else float("nan"),
+                _spread(paired[algo]),
             ]
         )
     timed = ", ".join(f"{a}: {SETUPS[a]['steps']}" for a in args.algos)
     print(f"\nMedians over {args.reps} reps (timed {timed} steps after warm-up):")
     print_table(["algo", "env", "n_envs", "mlx FPS", "SB3 FPS", "ratio", "paired ratio", "per rep"], rows)
     print("ratio: of the medians; paired ratio: the median of each rep's mlx/SB3 (runs back to back)")
+    _print_by_core_help(args.algos, paired, cores_helped)
     if args.plot:
         import matplotlib
 
