@@ -250,7 +250,7 @@ def two_core_gain(size: int = 256, products: int = 40) -> float | None:
     than with one thread: median times, the Python thread and MLX's worker placed as in ``learn``.
 
     On a virtual machine the host may place the two virtual CPUs far apart (a cache-line round trip
-    between them ~60 ns at some times, ~320-500 ns at others, on the 2-core AMD machine). When they
+    between them ~60-130 ns at some times, ~240-500 ns at others, on the 2-core AMD machine). When they
     are apart, the second BLAS thread hardly helps (gain ~1.0-1.2 instead of ~1.6-1.8), and SAC,
     TD3 and DQN, whose large products use both cores, slow down while SB3 on one thread does not.
     Taken before and after a timed run, it says which kind of period the run fell in.
