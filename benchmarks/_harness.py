@@ -267,7 +267,10 @@ def two_core_gain(size: int = 256, products: int = 40) -> float | None:
     threads = info.get("num_threads")
     if not info["active"] or not threads or threads < 2:
         return None
-    a, b = mx.random.normal((size, size)), mx.random.normal((size, size))
+    # Own keys: the probe runs between a model's warm-up and its timed run, and must not draw from
+    # MLX's global random state (part of the SAC/TD3 training state)
+    a = mx.random.normal((size, size), key=mx.random.key(1))
+    b = mx.random.normal((size, size), key=mx.random.key(2))
     mx.eval(a, b)
 
     def median_seconds(num_threads: int) -> float:

@@ -108,15 +108,15 @@ def worker(library: str, job: dict[str, Any]) -> dict[str, Any]:
     if job.get("profile"):
         _install_profile(model, timer)
     # This package only (SB3 runs on one thread): did the host keep the two cores close?
-    gains = [two_core_gain()] if library == "mlx" else []
+    probe = two_core_gain if library == "mlx" else lambda: None
+    gains = [probe()]
     start = time.perf_counter()
     before = model.num_timesteps
     model.learn(setup["steps"], reset_num_timesteps=False)
     seconds = time.perf_counter() - start
-    if library == "mlx":
-        gains.append(two_core_gain())
+    gains.append(probe())
     result: dict[str, Any] = {"fps": (model.num_timesteps - before) / seconds, "seconds": seconds}
-    if gains and None not in gains:
+    if None not in gains:
         result["two_core_gain"] = gains
     if job.get("profile"):
         accounted = sum(timer.seconds.values())
@@ -129,17 +129,18 @@ def _spread(values: list[float]) -> str:
 
 
 def _print_by_core_help(
-    algos: list[str], paired: dict[str, list[float]], cores_helped: dict[str, list[bool | None]]
+    algos: list[str], paired: dict[str, list[float]], gains: dict[str, list[list[float] | None]]
 ) -> None:
-    """The paired ratios split by whether the second core sped up this package's products in that rep.
+    """The paired ratios split by whether the second core sped up this package's products in that rep
+    (both of its :func:`two_core_gain` probes at least ``TWO_CORE_GAIN_THRESHOLD``).
 
     A virtual machine's host sometimes places its two virtual CPUs far apart; then the products that
     use both cores (SAC, TD3, DQN) slow down while SB3 on one thread does not (see ``two_core_gain``).
     """
     rows = []
     for algo in algos:
-        flags = cores_helped[algo]
-        if not paired[algo] or not flags or None in flags:
+        flags = [min(probes) >= TWO_CORE_GAIN_THRESHOLD for probes in gains[algo] if probes is not None]
+        if not paired[algo] or len(flags) != len(paired[algo]):  # no peer, or a rep without probes
             continue
         for label, wanted in (("yes", True), ("no", False)):
             chosen = [ratio for ratio, flag in zip(paired[algo], flags) if flag == wanted]
@@ -188,8 +189,8 @@ def main() -> None:
     sb3_python = peer_python(args)
     print(f"Throughput | algos {args.algos} | reps {args.reps} | SB3: {sb3_python or 'not available'}")
     fps: dict[str, dict[str, list[float]]] = {algo: {"mlx": [], "sb3": []} for algo in args.algos}
-    # Per rep of this package: did the second core help its products (two_core_gain), None if unknown
-    cores_helped: dict[str, list[bool | None]] = {algo: [] for algo in args.algos}
+    # Per rep of this package: its two-core probes before and after the timed run, None if not taken
+    gains: dict[str, list[list[float] | None]] = {algo: [] for algo in args.algos}
     for rep in range(args.reps):
         for algo in args.algos:
             libraries = ["mlx", "sb3"] if sb3_python else ["mlx"]
@@ -199,13 +200,12 @@ def main() -> None:
                 python = sys.executable if library == "mlx" else sb3_python
                 result = run_worker(python, script, library, {"algo": algo, "seed": rep})  # type: ignore[arg-type]
                 fps[algo][library].append(result["fps"])
-                gains = result.get("two_core_gain")
+                probes = result.get("two_core_gain")
                 note = ""
                 if library == "mlx":
-                    helped = None if gains is None else min(gains) >= TWO_CORE_GAIN_THRESHOLD
-                    cores_helped[algo].append(helped)
-                    if gains is not None:
-                        note = f" (two-core gain {gains[0]:.2f} before, {gains[1]:.2f} after)"
+                    gains[algo].append(probes)
+                    if probes is not None:
+                        note = f" (two-core gain {probes[0]:.2f} before, {probes[1]:.2f} after)"
                 print(f"  rep {rep} {algo} {library}: {result['fps']:.0f} FPS{note}")
     # Each rep's two runs are back to back: their ratio cancels slow changes in the machine's speed
     paired = {
@@ -223,7 +223,7 @@ def main() -> None:
                 mlx_fps,
                 sb3_fps,
                 mlx_fps / sb3_fps if fps[algo]["sb3"] else float("nan"),
-                median(paired[algo]) if paired[algo] else float("nan"),
+                median(paired[algo]),
                 _spread(paired[algo]),
             ]
         )
@@ -231,7 +231,7 @@ def main() -> None:
     print(f"\nMedians over {args.reps} reps (timed {timed} steps after warm-up):")
     print_table(["algo", "env", "n_envs", "mlx FPS", "SB3 FPS", "ratio", "paired ratio", "per rep"], rows)
     print("ratio: of the medians; paired ratio: the median of each rep's mlx/SB3 (runs back to back)")
-    _print_by_core_help(args.algos, paired, cores_helped)
+    _print_by_core_help(args.algos, paired, gains)
     if args.plot:
         import matplotlib
 
