@@ -5,12 +5,13 @@ from __future__ import annotations
 import mlx.core as mx
 import numpy as np
 import pytest
-from mlx.utils import tree_flatten
+from mlx.utils import tree_flatten, tree_map
 
 from mlx_baselines3.common.env_util import make_vec_env
+from mlx_baselines3.common.envs import SimpleMultiObsEnv
 from mlx_baselines3.common.logger import configure
 from mlx_baselines3.dqn import DQN
-from mlx_baselines3.dqn.dqn import dqn_loss
+from mlx_baselines3.dqn.dqn import dqn_loss, dqn_target_q
 
 ENV_ID = "CartPole-v1"
 SMALL = dict(net_arch=[16])
@@ -48,7 +49,7 @@ def test_loss_matches_numpy_huber_reference():
     batch = tuple(
         mx.array(a) for a in (obs, actions, next_obs, dones, rewards, np.full((8, 1), gamma, np.float32))
     )
-    loss = float(dqn_loss(model.policy.q_net, model.policy.q_net_target, batch))
+    loss = float(dqn_loss(model.policy.q_net, batch, dqn_target_q(model.policy.q_net_target, batch)))
     q = np.array(model.policy.q_net(mx.array(obs)))
     q_next = np.array(model.policy.q_net_target(mx.array(next_obs)))
     target = rewards + (1 - dones) * gamma * q_next.max(axis=1, keepdims=True)
@@ -56,6 +57,27 @@ def test_loss_matches_numpy_huber_reference():
     assert np.any(diff > 1) and np.any(diff < 1)
     expected = np.mean(np.where(diff < 1, 0.5 * diff**2, diff - 0.5))
     assert loss == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("policy", ["MlpPolicy", "MultiInputPolicy"])
+def test_targets_of_stacked_minibatches_equal_each_minibatchs_own(policy):
+    """train() computes the targets of all the minibatches of a compiled call in one pass of the
+    target network: each must equal that minibatch's own target, from a NumPy reference."""
+    env = SimpleMultiObsEnv(random_start=False) if policy == "MultiInputPolicy" else ENV_ID
+    model = DQN(policy, env, policy_kwargs=SMALL, learning_starts=0, batch_size=8, seed=1)
+    model.learn(40)
+    model.policy.q_net_target.update(tree_map(lambda p: p * 1.5, model.policy.q_net.parameters()))
+    steps, batch_size = 3, 8
+    batches = model._sample_batches(steps, batch_size)
+    stacked = np.array(dqn_target_q(model.policy.q_net_target, batches))
+    assert stacked.shape == (steps, batch_size, 1)
+    _, _, next_obs, dones, rewards, discounts = (tree_map(np.array, leaf) for leaf in batches)
+    for step in range(steps):
+        step_obs = tree_map(lambda leaf, step=step: mx.array(leaf[step]), next_obs)
+        next_q = np.array(model.policy.q_net_target(step_obs)).max(axis=1, keepdims=True)
+        expected = rewards[step] + (1 - dones[step]) * discounts[step] * next_q
+        assert np.any(dones[step] == 0)
+        np.testing.assert_allclose(stacked[step], expected, rtol=1e-6, atol=1e-6)
 
 
 def test_gradient_step_trains_q_net_only_and_clips_the_gradient():

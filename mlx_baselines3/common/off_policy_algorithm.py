@@ -615,6 +615,7 @@ class OffPolicyAlgorithm(BaseAlgorithm):
         step_fn: Callable[[tuple[Any, ...], dict[str, mx.array], Any], tuple[mx.array, ...]],
         per_step: dict[str, np.ndarray] | None = None,
         variant_of: Callable[[int], Any] = lambda index: None,
+        per_chunk: Callable[[tuple[Any, ...]], dict[str, mx.array]] | None = None,
     ) -> np.ndarray:
         """Run ``gradient_steps`` compiled gradient steps, several per call, and read their outputs once.
 
@@ -623,6 +624,10 @@ class OffPolicyAlgorithm(BaseAlgorithm):
         :param per_step: values that differ between steps (e.g. ``tau``), one row per step
         :param variant_of: a static (compile-time) variant of step ``i`` (e.g. TD3's delayed actor
             update); a chunk compiles once per sequence of variants
+        :param per_chunk: values computed once per compiled call from all of its minibatches
+            (each leaf ``[steps, batch_size, ...]``), one row per step, added to the step values.
+            Only for what no gradient step of the call changes (DQN's targets, say): batched, they
+            take one large product instead of one small product per step.
         :return: ``[gradient_steps, n_outputs]`` float array
         """
         if gradient_steps <= 0:
@@ -652,6 +657,8 @@ class OffPolicyAlgorithm(BaseAlgorithm):
                     batch_chunk: tuple[Any, ...], value_chunk: dict[str, mx.array], variants: tuple = variants
                 ) -> mx.array:
                     rows = []
+                    if per_chunk is not None:
+                        value_chunk = {**value_chunk, **per_chunk(batch_chunk)}
                     for j, variant in enumerate(variants):
                         batch = tree_map(lambda array, j=j: _step_of(array, j), batch_chunk)
                         step_values = {key: _step_of(value, j) for key, value in value_chunk.items()}

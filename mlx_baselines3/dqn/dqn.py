@@ -3,7 +3,9 @@
 The gradient step (Huber loss on the taken actions' Q-values against a target-network
 bootstrap, gradient-norm clipping, optimizer update) is compiled once; see :func:`dqn_loss`.
 The target network is copied (Polyak-averaged with ``tau``) every ``target_update_interval``
-env steps, counted across envs as SB3 does.
+env steps, counted across envs as SB3 does. It does not change during ``train()``, so the
+targets of all the minibatches of one compiled call come from one forward pass of it
+(:func:`dqn_target_q`): the same values as one pass per minibatch, at fewer and larger products.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import mlx.core as mx
 import mlx.nn as nn
 import numpy as np
 from gymnasium import spaces
+from mlx.utils import tree_map
 
 from mlx_baselines3.common.compile import clip_by_global_norm
 from mlx_baselines3.common.critics import module_optimizer
@@ -27,7 +30,7 @@ from mlx_baselines3.dqn.policies import CnnPolicy, DQNPolicy, MlpPolicy, MultiIn
 
 SelfDQN = TypeVar("SelfDQN", bound="DQN")
 
-__all__ = ["DQN", "dqn_loss", "huber_loss"]
+__all__ = ["DQN", "dqn_loss", "dqn_target_q", "huber_loss"]
 
 
 def huber_loss(prediction: mx.array, target: mx.array) -> mx.array:
@@ -36,11 +39,24 @@ def huber_loss(prediction: mx.array, target: mx.array) -> mx.array:
     return mx.mean(mx.where(diff < 1.0, 0.5 * diff * diff, diff - 0.5))
 
 
-def dqn_loss(q_net: QNetwork, q_net_target: QNetwork, batch: tuple[Any, ...]) -> mx.array:
-    """Huber loss between ``Q(s, a)`` and ``r + (1 - done) * discount * max_a' Q_target(s', a')``."""
-    observations, actions, next_observations, dones, rewards, discounts = batch
-    next_q = mx.max(q_net_target(next_observations), axis=1, keepdims=True)
-    target_q = mx.stop_gradient(rewards + (1.0 - dones) * discounts * next_q)
+def dqn_target_q(q_net_target: QNetwork, batch: tuple[Any, ...]) -> mx.array:
+    """``r + (1 - done) * discount * max_a' Q_target(s', a')``, with no gradient.
+
+    :param batch: ``(observations, actions, next_observations, dones, rewards, discounts)``, one
+        minibatch (``dones`` ``[B, 1]``) or several stacked (``[steps, B, 1]``, observations
+        ``[steps, B, ...]``): their next observations then go through the network as one batch
+    :return: the targets, shaped as ``dones``
+    """
+    _, _, next_observations, dones, rewards, discounts = batch
+    leading = dones.shape[:-1]
+    rows = tree_map(lambda obs: obs.reshape(-1, *obs.shape[len(leading) :]), next_observations)
+    next_q = mx.max(q_net_target(rows), axis=1, keepdims=True).reshape(*leading, 1)
+    return mx.stop_gradient(rewards + (1.0 - dones) * discounts * next_q)
+
+
+def dqn_loss(q_net: QNetwork, batch: tuple[Any, ...], target_q: mx.array) -> mx.array:
+    """Huber loss between ``Q(s, a)`` of the taken actions and ``target_q`` (:func:`dqn_target_q`)."""
+    observations, actions = batch[0], batch[1]
     current_q = mx.take_along_axis(q_net(observations), actions.astype(mx.int32), axis=1)
     return huber_loss(current_q, target_q)
 
@@ -208,10 +224,13 @@ class DQN(OffPolicyAlgorithm):
     def _train_state(self) -> list[Any]:
         return [self.policy.state, module_optimizer(self.policy).state]
 
-    def _gradient_step(self, batch: tuple[Any, ...]) -> tuple[mx.array, mx.array, mx.array]:
-        """One DQN update; returns the loss and whether the loss and the gradient norm were finite."""
+    def _gradient_step(
+        self, batch: tuple[Any, ...], target_q: mx.array
+    ) -> tuple[mx.array, mx.array, mx.array]:
+        """One DQN update towards ``target_q``; returns the loss and whether the loss and the
+        gradient norm were finite."""
         q_net, optimizer = self.policy.q_net, module_optimizer(self.policy)
-        loss, grads = nn.value_and_grad(q_net, dqn_loss)(q_net, self.policy.q_net_target, batch)
+        loss, grads = nn.value_and_grad(q_net, dqn_loss)(q_net, batch, target_q)
         # Clipped gradients, then a plain update: with the factor inside Adam's kernel instead
         # (scaled_update, as PPO/A2C do) the rounding differs when clipping applies, and the
         # CartPole learning benchmark's seed 1 ended at 316 instead of 500 (seeds 0/2: 482/500).
@@ -227,7 +246,11 @@ class DQN(OffPolicyAlgorithm):
         self.policy.set_training_mode(True)
         self._update_learning_rate(self.policy.optimizer)
         outputs = self._run_gradient_steps(
-            gradient_steps, batch_size, lambda batch, values, variant: self._gradient_step(batch)
+            gradient_steps,
+            batch_size,
+            lambda batch, values, variant: self._gradient_step(batch, values["target_q"]),
+            # The target network is fixed during train(): one pass for all of a call's minibatches
+            per_chunk=lambda batches: {"target_q": dqn_target_q(self.policy.q_net_target, batches)},
         )
         self._n_updates += gradient_steps
         self._raise_if_not_finite(["loss", "grad_norm"], outputs[:, 1:3])
