@@ -154,19 +154,7 @@ class OffPolicyAlgorithm(BaseAlgorithm):
 
     actor: Any
     replay_buffer: ReplayBuffer | None
-    _transient_attributes = (
-        "_train_step",
-        "_train_critic",
-        "_train_full",
-        "_chunk_fns",
-        "_chunk_fns_key",
-        "_train_snapshot",
-    )
-
-    def _rebuild_after_copy(self) -> None:
-        build = getattr(self, "_build_train_step", None)
-        if build is not None and hasattr(self, "policy"):
-            build()
+    _transient_attributes = ("_chunk_fns", "_chunk_fns_key", "_train_snapshot")
 
     def __init__(
         self,

@@ -21,7 +21,7 @@ from mlx.utils import tree_map
 
 from mlx_baselines3.common.compile import clip_by_global_norm
 from mlx_baselines3.common.critics import module_optimizer
-from mlx_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm, compile_step, update_and_check
+from mlx_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm, update_and_check
 from mlx_baselines3.common.policies import BasePolicy
 from mlx_baselines3.common.replay_buffer import ReplayBuffer
 from mlx_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
@@ -195,7 +195,6 @@ class DQN(OffPolicyAlgorithm):
                 f"which corresponds to {self.n_envs} steps.",
                 stacklevel=2,
             )
-        self._build_train_step()
 
     def _create_aliases(self) -> None:
         self.q_net = self.policy.q_net
@@ -237,9 +236,6 @@ class DQN(OffPolicyAlgorithm):
         grads, grad_norm = clip_by_global_norm(grads, self.max_grad_norm)
         update_and_check(q_net, optimizer, grads, loss, grad_norm)
         return loss, mx.isfinite(loss), mx.isfinite(grad_norm)
-
-    def _build_train_step(self) -> None:
-        self._train_step = compile_step(self._gradient_step, self._train_state(), compile=self._compile)
 
     def train(self, gradient_steps: int, batch_size: int = 100) -> None:
         """Run ``gradient_steps`` DQN updates (the mean loss is read from the device once)."""

@@ -18,7 +18,7 @@ from gymnasium import spaces
 
 from mlx_baselines3.common.critics import module_optimizer
 from mlx_baselines3.common.noise import ActionNoise
-from mlx_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm, compile_step, update_and_check
+from mlx_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm, update_and_check
 from mlx_baselines3.common.policies import BasePolicy, make_optimizer
 from mlx_baselines3.common.replay_buffer import ReplayBuffer
 from mlx_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
@@ -225,7 +225,6 @@ class SAC(OffPolicyAlgorithm):
             self.ent_coef_tensor = mx.array(float(self.ent_coef), dtype=mx.float32)
             self.log_ent_coef_module = None
             self.ent_coef_optimizer = None
-        self._build_train_step()
 
     def _create_aliases(self) -> None:
         self.actor = self.policy.actor
@@ -299,9 +298,6 @@ class SAC(OffPolicyAlgorithm):
         target = policy.critic_target
         target.update(polyak_update(critic.parameters(), target.parameters(), tau))
         return (ent_coef, ent_coef_loss, critic_loss, actor_loss), (critic_ok, actor_ok, ent_ok)
-
-    def _build_train_step(self) -> None:
-        self._train_step = compile_step(self._gradient_step, self._train_state(), compile=self._compile)
 
     def train(self, gradient_steps: int, batch_size: int = 64) -> None:
         """Run ``gradient_steps`` SAC updates (metrics are read from the device once, at the end)."""

@@ -16,7 +16,7 @@ from gymnasium import spaces
 
 from mlx_baselines3.common.critics import ContinuousCritic, module_optimizer
 from mlx_baselines3.common.noise import ActionNoise
-from mlx_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm, compile_step, update_and_check
+from mlx_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm, update_and_check
 from mlx_baselines3.common.policies import BasePolicy
 from mlx_baselines3.common.replay_buffer import ReplayBuffer
 from mlx_baselines3.common.type_aliases import GymEnv, MaybeCallback, Schedule
@@ -166,7 +166,6 @@ class TD3(OffPolicyAlgorithm):
     def _setup_model(self) -> None:
         super()._setup_model()
         self._create_aliases()
-        self._build_train_step()
 
     def _create_aliases(self) -> None:
         self.actor = self.policy.actor
@@ -210,11 +209,6 @@ class TD3(OffPolicyAlgorithm):
         for online, target in ((critic, policy.critic_target), (actor, policy.actor_target)):
             target.update(polyak_update(online.parameters(), target.parameters(), tau))
         return critic_loss, actor_loss, critic_ok, actor_ok
-
-    def _build_train_step(self) -> None:
-        state = self._train_state()
-        self._train_critic = compile_step(self._critic_step, state, compile=self._compile)
-        self._train_full = compile_step(self._full_step, state, compile=self._compile)
 
     def train(self, gradient_steps: int, batch_size: int = 100) -> None:
         """Run ``gradient_steps`` TD3 updates (metrics are read from the device once, at the end)."""
