@@ -167,7 +167,15 @@ def global_norm_and_clip_scale(
         return mx.array(0.0), None
     # One concatenation and one reduction instead of a reduction per parameter: on MLX's CPU
     # backend the number of kernels, not their size, sets the cost (~10% of a PPO step).
-    flat = mx.concatenate([g.reshape(-1).astype(mx.float32) for g in arrays])
+    return flat_norm_and_clip_scale(
+        mx.concatenate([g.reshape(-1).astype(mx.float32) for g in arrays]), max_norm
+    )
+
+
+def flat_norm_and_clip_scale(
+    flat: mx.array, max_norm: mx.array | float | None
+) -> tuple[mx.array, mx.array | None]:
+    """:func:`global_norm_and_clip_scale` of gradients already concatenated into one float32 array."""
     norm = mx.sqrt(mx.sum(flat * flat))
     if max_norm is None:
         return norm, None

@@ -19,12 +19,14 @@ from mlx_baselines3.common.compile import (
     NonFiniteLossError,
     all_finite,
     chunk_size,
+    flat_norm_and_clip_scale,
     global_norm_and_clip_scale,
     guarded_update,
     raise_if_not_finite,
     scaled_update,
     snapshot_state,
 )
+from mlx_baselines3.common.flat_update import FlatTraining
 from mlx_baselines3.common.numpy_inference import NumpyActorCritic
 from mlx_baselines3.common.policies import ActorCriticPolicy
 from mlx_baselines3.common.rollout_buffer import DictRolloutBuffer, RolloutBuffer
@@ -199,6 +201,7 @@ class OnPolicyAlgorithm(BaseAlgorithm):
             self.target_kl_enabled,
             self.max_grad_norm is None,
             loss_key,
+            self.flat_update,
         )
         if key != self._update_step_key:
             self._update_step = self._make_update_step(loss_fn, kl_stop=self.target_kl_enabled)
@@ -247,33 +250,51 @@ class OnPolicyAlgorithm(BaseAlgorithm):
         clip = self.max_grad_norm is not None
         kl_index = self.loss_term_names.index("approx_kl") if kl_stop else -1
         not_stopped = mx.array(False)
+        flat_update = self.flat_update and FlatTraining.supports(policy, optimizer)
 
         def one_step(
-            data: dict[str, Any], indices: mx.array, hyper: dict[str, mx.array]
+            data: dict[str, Any], indices: mx.array, hyper: dict[str, mx.array], flat: FlatTraining | None
         ) -> tuple[mx.array, ...]:
             batch = tree_map(lambda array: array[indices], data)
             (loss, terms), grads = value_and_grad(policy, batch, hyper)
-            grad_norm, scale = global_norm_and_clip_scale(grads, hyper["max_grad_norm"] if clip else None)
+            max_norm = hyper["max_grad_norm"] if clip else None
+            if flat is not None:
+                gradient = flat.flat_gradients(grads)
+                grad_norm, scale = flat_norm_and_clip_scale(gradient, max_norm)
+            else:
+                grad_norm, scale = global_norm_and_clip_scale(grads, max_norm)
             if not kl_stop:
-                scaled_update(policy, optimizer, grads, scale)
+                if flat is not None:
+                    flat.update(gradient, scale)
+                else:
+                    scaled_update(policy, optimizer, grads, scale)
                 return loss, mx.stack(list(terms)), grad_norm, not_stopped
             stopped_before = flags["stop"]
             stop = mx.logical_or(stopped_before, mx.logical_not(all_finite(loss, grad_norm)))
             stop = mx.logical_or(stop, terms[kl_index] > 1.5 * hyper["target_kl"])
-            guarded_update(policy, optimizer, grads, mx.logical_not(stop), scale)
+            if flat is not None:
+                flat.update(gradient, scale, apply=mx.logical_not(stop))
+            else:
+                guarded_update(policy, optimizer, grads, mx.logical_not(stop), scale)
             flags["stop"] = stop
             return loss, mx.stack(list(terms)), grad_norm, stopped_before
 
         def steps(
             data: dict[str, Any], indices: mx.array, hyper: dict[str, mx.array]
         ) -> tuple[mx.array, ...]:
-            results = [one_step(data, indices[k], hyper) for k in range(indices.shape[0])]
+            flat = FlatTraining(policy, optimizer) if flat_update else None
+            results = [one_step(data, indices[k], hyper, flat) for k in range(indices.shape[0])]
+            if flat is not None:
+                flat.finish()
             return tuple(mx.stack([result[i] for result in results]) for i in range(4))
 
         return mx.compile(steps, inputs=state, outputs=state)
 
     # Most gradient steps run per compiled call (bigger: fewer calls, longer first compile).
     update_chunk_size: int = 8
+    # Parameters and optimizer state packed into flat arrays during a chunk (common/flat_update.py;
+    # same results, fewer kernels). False runs the optimizer on each parameter array.
+    flat_update: bool = True
 
     def _minibatch_plan(
         self, total: int, batch_size: int, n_epochs: int

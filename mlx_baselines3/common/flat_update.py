@@ -1,0 +1,186 @@
+"""Train a module's parameters as one flat array inside a compiled chunk of gradient steps.
+
+On MLX's CPU backend every kernel costs a few microseconds of dispatch whatever its size, and an
+optimizer updates each parameter array with a kernel of its own: inside a compiled chunk of K
+steps, three per parameter in the first K - 1 steps (MLX fuses an array into a kernel only when
+all its consumers are in it, and step j's moments also feed step j + 1). For PPO's twelve
+parameter arrays that was ~33 of a minibatch step's ~212 graph nodes.
+
+:class:`FlatTraining` packs the trainable parameters and the optimizer's per-parameter state into
+one flat array each at the start of a chunk, updates them with one call of the optimizer's own
+rule per step, gives the module views of the flat parameters to run its next step with, and
+writes everything back in the module's and the optimizer's own layout at the end of the chunk.
+Outside a chunk nothing changes: names, shapes, saving and loading are those of SB3's layout.
+
+Only optimizers whose rule is elementwise are packed (:data:`ELEMENTWISE_OPTIMIZERS`): each
+element then goes through the same arithmetic as before, so the results are bit-identical.
+Measured (PPO CartPole-v1, 8 envs, one model alternating the two paths, 12 rounds): a minibatch
+step 561 -> 499 us, ``learn`` 10.9k -> 11.9k steps/s (median of per-round ratios 1.07).
+"""
+
+from __future__ import annotations
+
+from typing import Any, cast
+
+import mlx.core as mx
+import mlx.nn as nn
+import mlx.optimizers as optim
+from mlx.utils import tree_flatten, tree_unflatten
+
+from mlx_baselines3.common.optimizers import Adam, AdamW, RMSprop
+
+__all__ = ["ELEMENTWISE_OPTIMIZERS", "FlatTraining"]
+
+ELEMENTWISE_OPTIMIZERS: tuple[type, ...] = (Adam, AdamW, RMSprop)
+"""Optimizers whose update of a parameter is elementwise (this package's fast versions of MLX's
+Adam, AdamW and RMSprop): the same rule on a flat array gives the same numbers."""
+
+_FLAT = "flat"  # the one parameter name of the packed tree
+
+
+def _leaves(tree: Any) -> list[tuple[str, mx.array]]:
+    """``(dotted path, array)`` of every leaf of a tree, in MLX's order."""
+    return cast(list[tuple[str, mx.array]], tree_flatten(tree))
+
+
+def _child(tree: Any, key: str) -> Any:
+    return tree[int(key)] if isinstance(tree, list) else tree[key]
+
+
+def _leaf_container(tree: Any, path: str) -> tuple[Any, str]:
+    """The container holding the leaf at the dotted ``path`` of a tree of dicts and lists, and its key."""
+    *parents, last = path.split(".")
+    for key in parents:
+        tree = _child(tree, key)
+    return tree, last
+
+
+def _set_leaf(tree: Any, path: str, value: Any) -> None:
+    container, key = _leaf_container(tree, path)
+    if isinstance(container, list):
+        container[int(key)] = value
+    else:
+        container[key] = value
+
+
+class FlatTraining:
+    """The trainable parameters of ``module`` and ``optimizer``'s state for them, as flat arrays,
+    for the gradient steps of one traced chunk.
+
+    Create it inside the traced function, before the first step; call :meth:`flat_gradients` and
+    :meth:`update` (instead of ``optimizer.update``) in each step, and :meth:`finish` after the
+    last one. Check :meth:`supports` first.
+
+    :param module: the module whose trainable parameters the optimizer updates
+    :param optimizer: its (initialised) optimizer
+    """
+
+    def __init__(self, module: nn.Module, optimizer: optim.Optimizer) -> None:
+        self.module = module
+        self.optimizer = optimizer
+        parameters = _leaves(module.trainable_parameters())
+        self._layout = [(path, array.shape, array.size) for path, array in parameters]
+        self._state_keys = sorted(_per_parameter_state(optimizer.state, self._layout[0][0]))
+        self._state = optimizer.state  # the optimizer's own tree: written back by finish()
+        self.parameters = self.pack([array for _, array in parameters])
+        flat_state: dict[str, Any] = {
+            key: value for key, value in self._state.items() if isinstance(value, mx.array)
+        }
+        flat_state[_FLAT] = {
+            key: self.pack([_per_parameter_state(self._state, path)[key] for path, _, _ in self._layout])
+            for key in self._state_keys
+        }
+        self._flat_state: dict[str, Any] = flat_state
+
+    @staticmethod
+    def supports(module: nn.Module, optimizer: optim.Optimizer) -> bool:
+        """Whether the module's parameters can be trained flat with this optimizer: an elementwise
+        optimizer (:data:`ELEMENTWISE_OPTIMIZERS`), initialised, float32 parameters, and the same
+        kinds of state, each shaped as its parameter, for every parameter."""
+        if not isinstance(optimizer, ELEMENTWISE_OPTIMIZERS):
+            return False
+        parameters = _leaves(module.trainable_parameters())
+        if not parameters:
+            return False
+        try:
+            states = [_per_parameter_state(optimizer.state, path) for path, _ in parameters]
+        except (KeyError, IndexError, TypeError, ValueError):
+            return False  # not initialised for these parameters
+        keys = set(states[0])
+        return all(
+            array.dtype == mx.float32
+            and set(state) == keys
+            and all(isinstance(value, mx.array) and value.shape == array.shape for value in state.values())
+            for (_, array), state in zip(parameters, states)
+        )
+
+    def pack(self, arrays: list[mx.array]) -> mx.array:
+        """Arrays shaped as the parameters, in their order, as one flat array."""
+        return mx.concatenate([array.reshape(-1) for array in arrays])
+
+    def unpack(self, flat: mx.array) -> list[tuple[str, mx.array]]:
+        """``(path, view)`` for each parameter: views of ``flat`` in the parameters' shapes."""
+        views, offset = [], 0
+        for path, shape, size in self._layout:
+            views.append((path, flat[offset : offset + size].reshape(shape)))
+            offset += size
+        return views
+
+    def flat_gradients(self, gradients: Any) -> mx.array:
+        """The gradient tree of the module's trainable parameters as one flat array."""
+        flat = dict(_leaves(gradients))
+        return self.pack([flat[path] for path, _, _ in self._layout])
+
+    def update(
+        self, gradient: mx.array, scale: mx.array | None = None, apply: mx.array | None = None
+    ) -> None:
+        """One optimizer step on the flat parameters with the flat ``gradient``; the module then
+        holds views of the new parameters.
+
+        :param scale: a factor for the gradient (clipping), taken into the optimizer's kernel
+        :param apply: a scalar bool: where false, the parameters and the optimizer's state keep
+            their values (a guarded step)
+        """
+        old_parameters, old_state = self.parameters, self._flat_state
+        optimizer = self.optimizer
+        # The optimizer's rule runs on a copy of the flat state (its own tree stays in place: it is
+        # the compiled function's declared state). Assigning `_state` rather than `state` keeps MLX
+        # from marking the optimizer uninitialised.
+        new_state: dict[str, Any] = {**old_state, _FLAT: dict(old_state[_FLAT])}
+        optimizer._state = new_state  # type: ignore[attr-defined]
+        optimizer._gradient_scale = scale  # type: ignore[attr-defined]
+        try:
+            parameters = optimizer.apply_gradients({_FLAT: gradient}, {_FLAT: old_parameters})[_FLAT]
+        finally:
+            optimizer._gradient_scale = None  # type: ignore[attr-defined]
+            optimizer._state = self._state  # type: ignore[attr-defined]
+        if apply is not None:
+            parameters = mx.where(apply, parameters, old_parameters)
+            new_state = {key: _where_tree(apply, value, old_state[key]) for key, value in new_state.items()}
+        self.parameters, self._flat_state = parameters, new_state
+        self.module.update(tree_unflatten(self.unpack(parameters)))
+
+    def finish(self) -> None:
+        """Give the module its final parameters and the optimizer its final state, in their own layout."""
+        self.module.update(tree_unflatten(self.unpack(self.parameters)))
+        flat_state = self._flat_state
+        for key in self._state_keys:
+            for path, view in self.unpack(flat_state[_FLAT][key]):
+                _set_leaf(self._state, f"{path}.{key}", view)
+        for key, value in flat_state.items():
+            if key != _FLAT:
+                self._state[key] = value
+
+
+def _per_parameter_state(state: Any, path: str) -> dict[str, Any]:
+    container, key = _leaf_container(state, path)
+    value = _child(container, key)
+    if not isinstance(value, dict):
+        raise ValueError(f"no per-parameter optimizer state at {path!r}")
+    return value
+
+
+def _where_tree(condition: mx.array, new: Any, old: Any) -> Any:
+    if isinstance(new, dict):
+        return {key: _where_tree(condition, value, old[key]) for key, value in new.items()}
+    return mx.where(condition, new, old)
