@@ -39,7 +39,18 @@ def _trained(algo, env_id: str, flat: bool, steps: int, **kwargs):
         # a continuous policy (its log_std is a parameter too) and guarded updates: target_kl stops
         # some epochs early (6 of 16 minibatch updates run)
         (PPO, "Pendulum-v1", dict(n_steps=64, batch_size=16, n_epochs=4, target_kl=1e-5), 256),
-        (A2C, "CartPole-v1", dict(max_grad_norm=0.05), 200),  # RMSprop, clipping active
+        # RMSprop (A2C's optimizer) with clipping active, several steps per compiled call
+        (
+            PPO,
+            "CartPole-v1",
+            dict(
+                n_steps=64,
+                batch_size=16,
+                max_grad_norm=0.05,
+                policy_kwargs=dict(optimizer_class=optim.RMSprop),
+            ),
+            128,
+        ),
     ],
 )
 def test_training_with_flat_updates_is_bit_identical_to_per_array_updates(algo, env_id, kwargs, steps):
@@ -52,6 +63,23 @@ def test_training_with_flat_updates_is_bit_identical_to_per_array_updates(algo, 
         )
     _assert_same(flat_params, plain_params)
     _assert_same(flat_state, plain_state)  # moments, step count and learning rate, in the same layout
+
+
+def test_packed_only_when_a_compiled_call_runs_several_steps(monkeypatch):
+    """PPO's chunks of minibatch steps are packed; A2C's single step per call is not (packing a
+    single step costs more than it saves)."""
+    updates = []
+    original = FlatTraining.update
+
+    def counting(self, *args, **kwargs):
+        updates.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(FlatTraining, "update", counting)
+    A2C("MlpPolicy", "CartPole-v1", seed=0).learn(50)
+    assert not updates
+    PPO("MlpPolicy", "CartPole-v1", n_steps=32, batch_size=16, n_epochs=2, seed=0).learn(32)
+    assert len(updates) == 4
 
 
 def _module_and_optimizer(optimizer_class, **kwargs):
