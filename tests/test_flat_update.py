@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import gymnasium as gym
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
 import numpy as np
 import pytest
+from gymnasium import spaces
 from mlx.utils import tree_flatten
 
 from mlx_baselines3 import A2C, PPO
@@ -23,6 +25,20 @@ def _assert_same(a: dict[str, np.ndarray], b: dict[str, np.ndarray]) -> None:
     assert sorted(a) == sorted(b)
     for key in a:
         np.testing.assert_array_equal(a[key], b[key], err_msg=key)
+
+
+@pytest.fixture
+def packed_calls(monkeypatch) -> list[int]:
+    """Counts the FlatTraining objects made (one per traced chunk that is packed)."""
+    made: list[int] = []
+    original = FlatTraining.__init__
+
+    def counting(self, *args, **kwargs):
+        made.append(1)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(FlatTraining, "__init__", counting)
+    return made
 
 
 def _trained(algo, env_id: str, flat: bool, steps: int, **kwargs):
@@ -53,9 +69,14 @@ def _trained(algo, env_id: str, flat: bool, steps: int, **kwargs):
         ),
     ],
 )
-def test_training_with_flat_updates_is_bit_identical_to_per_array_updates(algo, env_id, kwargs, steps):
+def test_training_with_flat_updates_is_bit_identical_to_per_array_updates(
+    algo, env_id, kwargs, steps, packed_calls
+):
     flat_params, flat_state, flat_updates = _trained(algo, env_id, True, steps, **kwargs)
+    assert packed_calls  # the flat path ran
+    packed_calls.clear()
     plain_params, plain_state, plain_updates = _trained(algo, env_id, False, steps, **kwargs)
+    assert not packed_calls
     assert flat_updates == plain_updates
     if "target_kl" in kwargs:
         assert flat_updates < steps // kwargs["n_steps"] * kwargs["n_epochs"] * (
@@ -141,12 +162,57 @@ def test_a_step_that_is_not_applied_keeps_parameters_and_state():
 def test_only_elementwise_optimizers_on_float32_parameters_are_packed():
     module, optimizer = _module_and_optimizer(Adam)
     assert FlatTraining.supports(module, optimizer)
-    # MLX's own Adafactor keeps factored (not parameter-shaped) state; SGD is not in the list
-    for other in (optim.Adafactor(learning_rate=0.1), optim.SGD(learning_rate=0.1, momentum=0.9)):
+
+    # Only the listed classes: MLX's Adafactor and SGD are not, nor a subclass (its rule may not
+    # be elementwise)
+    class PerArrayAdam(Adam):
+        pass
+
+    for other in (
+        optim.Adafactor(learning_rate=0.1),
+        optim.SGD(learning_rate=0.1),
+        PerArrayAdam(learning_rate=0.1),
+    ):
         other.init(module.trainable_parameters())
         assert not FlatTraining.supports(module, other)
+    # State not shaped as its parameter (factored, say)
+    optimizer.state["layers"][0]["weight"]["m"] = mx.zeros((5,))
+    assert not FlatTraining.supports(module, optimizer)
     uninitialised = Adam(learning_rate=0.1)
     assert not FlatTraining.supports(module, uninitialised)
     module.set_dtype(mx.float16)
     _, optimizer = _module_and_optimizer(Adam)
     assert not FlatTraining.supports(module, optimizer)
+
+
+class _DigitKeysEnv(gym.Env):
+    """Dict observations whose keys are digits, one of them an image (its CNN has parameters)."""
+
+    observation_space = spaces.Dict(
+        {"0": spaces.Box(0, 255, (36, 36, 1), np.uint8), "1": spaces.Box(-1.0, 1.0, (3,), np.float32)}
+    )
+    action_space = spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return self.observation_space.sample(), {}
+
+    def step(self, action):
+        return self.observation_space.sample(), float(action), bool(self.np_random.random() < 0.1), False, {}
+
+
+def test_dict_observation_keys_made_of_digits_keep_their_layout(packed_calls):
+    """The views go back into the module's own tree: a key "0" stays a dict key (rebuilt from dotted
+    paths, it became a list index and the update failed)."""
+    env = _DigitKeysEnv()
+    env.observation_space.seed(0)
+    model = PPO("MultiInputPolicy", env, n_steps=16, batch_size=8, n_epochs=1, seed=0)
+    model.learn(16)
+    assert packed_calls
+    extractors = model.policy.features_extractor.extractors
+    assert isinstance(extractors, dict) and set(extractors) == {"0", "1"}
+    before = _arrays(model.policy.parameters())
+    model.learn(16, reset_num_timesteps=False)  # still trains
+    after = _arrays(model.policy.parameters())
+    assert sorted(before) == sorted(after)
+    assert any(not np.array_equal(before[key], after[key]) for key in before if ".0." in key)

@@ -8,7 +8,8 @@ objects it was given, so replacing a dict with a new one would silently detach i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import mlx.core as mx
@@ -65,6 +66,26 @@ def snapshot_state(state: list[Any]) -> list[Any]:
     return [tree_snapshot(item) for item in state]
 
 
+def restore_state(state: list[Any], snapshot: list[Any]) -> None:
+    """Put the arrays of ``snapshot`` (:func:`snapshot_state`) back into ``state``'s containers."""
+    for item, saved in zip(state, snapshot):
+        assign_in_place(item, saved)
+
+
+@contextmanager
+def restored_on_error(state: list[Any], snapshot: list[Any]) -> Iterator[None]:
+    """Within the block, an exception first puts ``snapshot`` back into ``state``, then propagates.
+
+    An error while a compiled step is traced (a bad observation shape, say) would otherwise leave
+    MLX's placeholder arrays in the declared state, and the model could not be trained or saved.
+    """
+    try:
+        yield
+    except Exception:
+        restore_state(state, snapshot)
+        raise
+
+
 def raise_if_not_finite(
     names: Sequence[str], finite: np.ndarray, state: list[Any], snapshot: list[Any], num_timesteps: int
 ) -> None:
@@ -77,8 +98,7 @@ def raise_if_not_finite(
     finite = np.asarray(finite).astype(bool)
     if finite.size == 0 or finite.all():
         return
-    for item, saved in zip(state, snapshot):
-        assign_in_place(item, saved)
+    restore_state(state, snapshot)
     first_bad = int(np.flatnonzero(~finite.all(axis=1))[0])
     bad_terms = [name for name, ok in zip(names, finite[first_bad]) if not ok]
     also = f" (then also {', '.join(bad_terms[1:])})" if len(bad_terms) > 1 else ""

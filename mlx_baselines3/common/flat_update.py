@@ -31,8 +31,9 @@ from typing import Any, cast
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
-from mlx.utils import tree_flatten, tree_unflatten
+from mlx.utils import tree_flatten, tree_map
 
+from mlx_baselines3.common.compile import assign_where_in_place
 from mlx_baselines3.common.optimizers import Adam, AdamW, RMSprop
 
 __all__ = ["ELEMENTWISE_OPTIMIZERS", "FlatTraining"]
@@ -84,7 +85,10 @@ class FlatTraining:
     def __init__(self, module: nn.Module, optimizer: optim.Optimizer) -> None:
         self.module = module
         self.optimizer = optimizer
-        parameters = _leaves(module.trainable_parameters())
+        # The module's own tree, to put views back in (not rebuilt from dotted paths: a dict key
+        # made of digits, say a Dict observation space's "0", would come back as a list index)
+        self._template = module.trainable_parameters()
+        parameters = _leaves(self._template)
         self._layout = [(path, array.shape, array.size) for path, array in parameters]
         self._state_keys = sorted(_per_parameter_state(optimizer.state, self._layout[0][0]))
         self._state = optimizer.state  # the optimizer's own tree: written back by finish()
@@ -103,7 +107,12 @@ class FlatTraining:
         """Whether the module's parameters can be trained flat with this optimizer: an elementwise
         optimizer (:data:`ELEMENTWISE_OPTIMIZERS`), initialised, float32 parameters, and the same
         kinds of state, each shaped as its parameter, for every parameter."""
-        if not isinstance(optimizer, ELEMENTWISE_OPTIMIZERS):
+        # Exactly these classes: a subclass may have a rule that is not elementwise. The state is
+        # swapped through MLX's private `_state` (see update): fall back if it is not there.
+        if (
+            type(optimizer) not in ELEMENTWISE_OPTIMIZERS
+            or getattr(optimizer, "_state", None) is not optimizer.state
+        ):
             return False
         parameters = _leaves(module.trainable_parameters())
         if not parameters:
@@ -162,13 +171,17 @@ class FlatTraining:
             optimizer._state = self._state  # type: ignore[attr-defined]
         if apply is not None:
             parameters = mx.where(apply, parameters, old_parameters)
-            new_state = {key: _where_tree(apply, value, old_state[key]) for key, value in new_state.items()}
+            assign_where_in_place(apply, new_state, old_state)  # new_state's containers are fresh
         self.parameters, self._flat_state = parameters, new_state
-        self.module.update(tree_unflatten(self.unpack(parameters)))
+        self._give_module(parameters)
+
+    def _give_module(self, flat: mx.array) -> None:
+        views = iter(view for _, view in self.unpack(flat))
+        self.module.update(tree_map(lambda _: next(views), self._template))
 
     def finish(self) -> None:
-        """Give the module its final parameters and the optimizer its final state, in their own layout."""
-        self.module.update(tree_unflatten(self.unpack(self.parameters)))
+        """Give the optimizer its final state in its own layout (the module already holds views of
+        the final parameters)."""
         flat_state = self._flat_state
         for key in self._state_keys:
             for path, view in self.unpack(flat_state[_FLAT][key]):
@@ -184,9 +197,3 @@ def _per_parameter_state(state: Any, path: str) -> dict[str, Any]:
     if not isinstance(value, dict):
         raise ValueError(f"no per-parameter optimizer state at {path!r}")
     return value
-
-
-def _where_tree(condition: mx.array, new: Any, old: Any) -> Any:
-    if isinstance(new, dict):
-        return {key: _where_tree(condition, value, old[key]) for key, value in new.items()}
-    return mx.where(condition, new, old)

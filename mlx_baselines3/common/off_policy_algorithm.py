@@ -28,6 +28,7 @@ from mlx_baselines3.common.compile import (
     all_finite,
     chunk_size,
     raise_if_not_finite,
+    restored_on_error,
     snapshot_state,
 )
 from mlx_baselines3.common.noise import ActionNoise, VectorizedActionNoise
@@ -635,40 +636,47 @@ class OffPolicyAlgorithm(BaseAlgorithm):
             self._chunk_fns_key = state_key
         chunk = chunk_size(gradient_steps, self.update_chunk_size)
         outputs = []
-        for start in range(0, gradient_steps, chunk):
-            stop = min(start + chunk, gradient_steps)
-            variants = tuple(variant_of(index) for index in range(start, stop))
-            compiled = self._chunk_fns.get(variants)
-            if compiled is None:
+        with restored_on_error(state, self._train_snapshot):
+            for start in range(0, gradient_steps, chunk):
+                stop = min(start + chunk, gradient_steps)
+                variants = tuple(variant_of(index) for index in range(start, stop))
+                compiled = self._chunk_fns.get(variants)
+                if compiled is None:
 
-                def run_chunk(
-                    batch_chunk: tuple[Any, ...], value_chunk: dict[str, mx.array], variants: tuple = variants
-                ) -> mx.array:
-                    rows = []
-                    if per_chunk is not None:
-                        value_chunk = {**value_chunk, **per_chunk(batch_chunk)}
-                    for j, variant in enumerate(variants):
-                        batch = tree_map(lambda array, j=j: _step_of(array, j), batch_chunk)
-                        step_values = {key: _step_of(value, j) for key, value in value_chunk.items()}
-                        results = step_fn(batch, step_values, variant)
-                        rows.append(mx.stack([_as_float_scalar(r) for r in results]))
-                    return mx.stack(rows)
+                    def run_chunk(
+                        batch_chunk: tuple[Any, ...],
+                        value_chunk: dict[str, mx.array],
+                        variants: tuple = variants,
+                    ) -> mx.array:
+                        rows = []
+                        if per_chunk is not None:
+                            chunk_values = per_chunk(batch_chunk)
+                            assert not set(chunk_values) & set(value_chunk), (
+                                "per_chunk and per_step keys overlap"
+                            )
+                            value_chunk = {**value_chunk, **chunk_values}
+                        for j, variant in enumerate(variants):
+                            batch = tree_map(lambda array, j=j: _step_of(array, j), batch_chunk)
+                            step_values = {key: _step_of(value, j) for key, value in value_chunk.items()}
+                            results = step_fn(batch, step_values, variant)
+                            rows.append(mx.stack([_as_float_scalar(r) for r in results]))
+                        return mx.stack(rows)
 
-                compiled = compile_step(run_chunk, state, compile=self._compile)
-                self._chunk_fns[variants] = compiled
-            if start == 0 and stop == gradient_steps:  # one chunk: no slicing
-                result = compiled(batches, values)
-            else:
-                result = compiled(
-                    tree_map(lambda array, start=start, stop=stop: array[start:stop], batches),
-                    {key: value[start:stop] for key, value in values.items()},
-                )
-            mx.async_eval(result)
-            outputs.append(result)
-        # The updated networks and optimizer states are evaluated here too, not left for the next
-        # action selection to wait on (the same work; it keeps the time where it belongs).
-        metrics = outputs[0] if len(outputs) == 1 else mx.concatenate(outputs, axis=0)
-        mx.eval(metrics, state)
+                    compiled = compile_step(run_chunk, state, compile=self._compile)
+                    self._chunk_fns[variants] = compiled
+                if start == 0 and stop == gradient_steps:  # one chunk: no slicing
+                    result = compiled(batches, values)
+                else:
+                    result = compiled(
+                        tree_map(lambda array, start=start, stop=stop: array[start:stop], batches),
+                        {key: value[start:stop] for key, value in values.items()},
+                    )
+                mx.async_eval(result)
+                outputs.append(result)
+            # The updated networks and optimizer states are evaluated here too, not left for the next
+            # action selection to wait on (the same work; it keeps the time where it belongs).
+            metrics = outputs[0] if len(outputs) == 1 else mx.concatenate(outputs, axis=0)
+            mx.eval(metrics, state)
         return np.array(metrics)
 
     def _raise_if_not_finite(self, names: Sequence[str], finite: np.ndarray) -> None:

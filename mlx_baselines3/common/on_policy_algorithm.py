@@ -23,6 +23,7 @@ from mlx_baselines3.common.compile import (
     global_norm_and_clip_scale,
     guarded_update,
     raise_if_not_finite,
+    restored_on_error,
     scaled_update,
     snapshot_state,
 )
@@ -250,7 +251,6 @@ class OnPolicyAlgorithm(BaseAlgorithm):
         clip = self.max_grad_norm is not None
         kl_index = self.loss_term_names.index("approx_kl") if kl_stop else -1
         not_stopped = mx.array(False)
-        flat_update = self.flat_update and FlatTraining.supports(policy, optimizer)
 
         def one_step(
             data: dict[str, Any], indices: mx.array, hyper: dict[str, mx.array], flat: FlatTraining | None
@@ -283,8 +283,10 @@ class OnPolicyAlgorithm(BaseAlgorithm):
             data: dict[str, Any], indices: mx.array, hyper: dict[str, mx.array]
         ) -> tuple[mx.array, ...]:
             # With one step per call (A2C) there is no split optimizer kernel to save, and packing
-            # costs more than it saves (A2C CartPole 0.98x)
-            flat = FlatTraining(policy, optimizer) if flat_update and indices.shape[0] > 1 else None
+            # costs more than it saves (A2C CartPole 0.98x). Checked when traced: a retrace can
+            # follow a change the compiled function's key does not see (a dtype, say).
+            packed = self.flat_update and indices.shape[0] > 1 and FlatTraining.supports(policy, optimizer)
+            flat = FlatTraining(policy, optimizer) if packed else None
             results = [one_step(data, indices[k], hyper, flat) for k in range(indices.shape[0])]
             if flat is not None:
                 flat.finish()
@@ -361,14 +363,15 @@ class OnPolicyAlgorithm(BaseAlgorithm):
         offsets = np.cumsum([0] + [indices.size for indices, _ in plan])
         outputs: list[tuple[mx.array, ...]] = []
         epoch_of_step: list[np.ndarray] = []
-        for (indices, epochs), offset in zip(plan, offsets):
-            chunk_indices = all_indices[int(offset) : int(offset) + indices.size].reshape(indices.shape)
-            result = step_fn(mx_data, chunk_indices, hyper)
-            mx.async_eval(result)
-            outputs.append(result)
-            epoch_of_step.append(epochs)
-            if guarded and bool(self._train_flags["stop"]):
-                break
+        with restored_on_error(state, snapshot):
+            for (indices, epochs), offset in zip(plan, offsets):
+                chunk_indices = all_indices[int(offset) : int(offset) + indices.size].reshape(indices.shape)
+                result = step_fn(mx_data, chunk_indices, hyper)
+                mx.async_eval(result)
+                outputs.append(result)
+                epoch_of_step.append(epochs)
+                if guarded and bool(self._train_flags["stop"]):
+                    break
         losses, terms, grad_norms, stopped_before = (
             np.array(mx.concatenate([out[i] for out in outputs])) for i in range(4)
         )

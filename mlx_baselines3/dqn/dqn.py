@@ -5,7 +5,8 @@ bootstrap, gradient-norm clipping, optimizer update) is compiled once; see :func
 The target network is copied (Polyak-averaged with ``tau``) every ``target_update_interval``
 env steps, counted across envs as SB3 does. It does not change during ``train()``, so the
 targets of all the minibatches of one compiled call come from one forward pass of it
-(:func:`dqn_target_q`): the same values as one pass per minibatch, at fewer and larger products.
+(:func:`dqn_target_q`): the values of one pass per minibatch up to float rounding (bit-identical
+in the configurations measured), at fewer and larger products.
 """
 
 from __future__ import annotations
