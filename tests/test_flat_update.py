@@ -12,7 +12,7 @@ from gymnasium import spaces
 from mlx.utils import tree_flatten
 
 from mlx_baselines3 import A2C, PPO
-from mlx_baselines3.common.compile import scaled_update
+from mlx_baselines3.common.compile import as_vector, scaled_update
 from mlx_baselines3.common.flat_update import FlatTraining
 from mlx_baselines3.common.optimizers import Adam, AdamW, RMSprop
 
@@ -126,7 +126,7 @@ def test_flat_steps_match_per_array_steps_and_restore_the_layout(optimizer_class
             grads = _gradients(module)
             scale = mx.array(0.5 + 0.25 * step)
             if trainer is not None:
-                trainer.update(trainer.flat_gradients(grads), scale)
+                trainer.update(as_vector(grads), scale)
             else:
                 scaled_update(module, optimizer, grads, scale)
         if trainer is not None:
@@ -138,7 +138,7 @@ def test_flat_steps_match_per_array_steps_and_restore_the_layout(optimizer_class
     # The module got views of the flat array in its own shapes, and the optimizer its own tree back
     module, optimizer = _module_and_optimizer(optimizer_class)
     trainer = FlatTraining(module, optimizer)
-    trainer.update(trainer.flat_gradients(_gradients(module)))
+    trainer.update(as_vector(_gradients(module)))
     trainer.finish()
     assert module.layers[0].weight.shape == (5, 3) and module.layers[2].bias.shape == (2,)
     assert set(optimizer.state) == {"step", "learning_rate", "layers"}
@@ -148,12 +148,12 @@ def test_a_step_that_is_not_applied_keeps_parameters_and_state():
     module, optimizer = _module_and_optimizer(Adam)
     before = (_arrays(module.parameters()), _arrays(optimizer.state))
     trainer = FlatTraining(module, optimizer)
-    trainer.update(trainer.flat_gradients(_gradients(module)), apply=mx.array(False))
+    trainer.update(as_vector(_gradients(module)), apply=mx.array(False))
     trainer.finish()
     _assert_same(_arrays(module.parameters()), before[0])
     _assert_same(_arrays(optimizer.state), before[1])
     trainer = FlatTraining(module, optimizer)
-    trainer.update(trainer.flat_gradients(_gradients(module)), apply=mx.array(True))
+    trainer.update(as_vector(_gradients(module)), apply=mx.array(True))
     trainer.finish()
     assert not np.array_equal(np.array(module.layers[0].weight), before[0]["layers.0.weight"])
     assert int(optimizer.state["step"]) == 1

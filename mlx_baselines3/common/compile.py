@@ -156,14 +156,22 @@ def scaled_update(module: nn.Module, optimizer: optim.Optimizer, grads: Any, sca
 
 
 def guarded_update(
-    module: nn.Module, optimizer: optim.Optimizer, grads: Any, apply: mx.array, scale: mx.array | None = None
+    module: nn.Module,
+    optimizer: optim.Optimizer,
+    grads: Any,
+    apply: mx.array | None,
+    scale: mx.array | None = None,
 ) -> None:
-    """``optimizer.update(module, grads * scale)`` that takes effect only where ``apply`` is true.
+    """``optimizer.update(module, grads * scale)`` that takes effect only where ``apply`` is true
+    (always when ``apply`` is None: :func:`scaled_update`).
 
     When ``apply`` is false (a non-finite loss, or an early stop), the module's parameters and the
     optimizer's state (moments, step count) keep their previous values. Works inside ``mx.compile``
     (no host synchronisation): the choice is an elementwise ``where`` fused into the update.
     """
+    if apply is None:
+        scaled_update(module, optimizer, grads, scale)
+        return
     old_params = module.trainable_parameters()
     old_state = tree_snapshot(optimizer.state)
     scaled_update(module, optimizer, grads, scale)
@@ -182,14 +190,16 @@ def global_norm_and_clip_scale(
     ``max_norm`` may be an array (so that changing it needs no recompilation) or None (no clipping:
     the factor is None).
     """
-    arrays = tree_flatten_arrays(grads)
-    if not arrays:
+    if not tree_flatten_arrays(grads):
         return mx.array(0.0), None
     # One concatenation and one reduction instead of a reduction per parameter: on MLX's CPU
     # backend the number of kernels, not their size, sets the cost (~10% of a PPO step).
-    return flat_norm_and_clip_scale(
-        mx.concatenate([g.reshape(-1).astype(mx.float32) for g in arrays]), max_norm
-    )
+    return flat_norm_and_clip_scale(as_vector(grads), max_norm)
+
+
+def as_vector(tree: Any) -> mx.array:
+    """The arrays of a (non-empty) tree, in order, as one flat float32 array."""
+    return mx.concatenate([array.reshape(-1).astype(mx.float32) for array in tree_flatten_arrays(tree)])
 
 
 def flat_norm_and_clip_scale(

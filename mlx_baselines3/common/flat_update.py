@@ -26,14 +26,15 @@ per call) 0.97x.
 
 from __future__ import annotations
 
-from typing import Any, cast
+import math
+from typing import Any
 
 import mlx.core as mx
 import mlx.nn as nn
 import mlx.optimizers as optim
-from mlx.utils import tree_flatten, tree_map
+from mlx.utils import tree_map
 
-from mlx_baselines3.common.compile import assign_where_in_place
+from mlx_baselines3.common.compile import as_vector, assign_where_in_place, tree_flatten_arrays
 from mlx_baselines3.common.optimizers import Adam, AdamW, RMSprop
 
 __all__ = ["ELEMENTWISE_OPTIMIZERS", "FlatTraining"]
@@ -45,38 +46,25 @@ Adam, AdamW and RMSprop): the same rule on a flat array gives the same numbers."
 _FLAT = "flat"  # the one parameter name of the packed tree
 
 
-def _leaves(tree: Any) -> list[tuple[str, mx.array]]:
-    """``(dotted path, array)`` of every leaf of a tree, in MLX's order."""
-    return cast(list[tuple[str, mx.array]], tree_flatten(tree))
+def _per_parameter_states(parameters: Any, state: Any) -> list[dict[str, Any]]:
+    """The optimizer's state dict of each parameter (``{"m": ..., "v": ...}`` for Adam), in the
+    order of ``tree_flatten(parameters)``: the state tree mirrors the parameter tree.
 
-
-def _child(tree: Any, key: str) -> Any:
-    return tree[int(key)] if isinstance(tree, list) else tree[key]
-
-
-def _leaf_container(tree: Any, path: str) -> tuple[Any, str]:
-    """The container holding the leaf at the dotted ``path`` of a tree of dicts and lists, and its key."""
-    *parents, last = path.split(".")
-    for key in parents:
-        tree = _child(tree, key)
-    return tree, last
-
-
-def _set_leaf(tree: Any, path: str, value: Any) -> None:
-    container, key = _leaf_container(tree, path)
-    if isinstance(container, list):
-        container[int(key)] = value
-    else:
-        container[key] = value
+    :raises KeyError, IndexError, TypeError: the state has no entry for a parameter
+    """
+    states: list[dict[str, Any]] = []
+    tree_map(lambda _, parameter_state: states.append(parameter_state), parameters, state)
+    return states
 
 
 class FlatTraining:
     """The trainable parameters of ``module`` and ``optimizer``'s state for them, as flat arrays,
     for the gradient steps of one traced chunk.
 
-    Create it inside the traced function, before the first step; call :meth:`flat_gradients` and
-    :meth:`update` (instead of ``optimizer.update``) in each step, and :meth:`finish` after the
-    last one. Check :meth:`supports` first.
+    Create it inside the traced function, before the first step; in each step call :meth:`update`
+    (instead of ``optimizer.update``) with the gradients as one array (:func:`as_vector` of the
+    gradient tree, which has the parameters' structure), and :meth:`finish` after the last one.
+    Check :meth:`supports` first.
 
     :param module: the module whose trainable parameters the optimizer updates
     :param optimizer: its (initialised) optimizer
@@ -88,17 +76,18 @@ class FlatTraining:
         # The module's own tree, to put views back in (not rebuilt from dotted paths: a dict key
         # made of digits, say a Dict observation space's "0", would come back as a list index)
         self._template = module.trainable_parameters()
-        parameters = _leaves(self._template)
-        self._layout = [(path, array.shape, array.size) for path, array in parameters]
-        self._state_keys = sorted(_per_parameter_state(optimizer.state, self._layout[0][0]))
+        parameters = tree_flatten_arrays(self._template)
+        self._shapes = [array.shape for array in parameters]
         self._state = optimizer.state  # the optimizer's own tree: written back by finish()
-        self.parameters = self.pack([array for _, array in parameters])
+        # Its per-parameter dicts, updated in place by finish()
+        self._parameter_states = _per_parameter_states(self._template, self._state)
+        self.parameters = as_vector(parameters)
         flat_state: dict[str, Any] = {
             key: value for key, value in self._state.items() if isinstance(value, mx.array)
         }
         flat_state[_FLAT] = {
-            key: self.pack([_per_parameter_state(self._state, path)[key] for path, _, _ in self._layout])
-            for key in self._state_keys
+            key: as_vector([state[key] for state in self._parameter_states])
+            for key in self._parameter_states[0]
         }
         self._flat_state: dict[str, Any] = flat_state
 
@@ -114,37 +103,31 @@ class FlatTraining:
             or getattr(optimizer, "_state", None) is not optimizer.state
         ):
             return False
-        parameters = _leaves(module.trainable_parameters())
+        template = module.trainable_parameters()
+        parameters = tree_flatten_arrays(template)
         if not parameters:
             return False
         try:
-            states = [_per_parameter_state(optimizer.state, path) for path, _ in parameters]
-        except (KeyError, IndexError, TypeError, ValueError):
+            states = _per_parameter_states(template, optimizer.state)
+        except (KeyError, IndexError, TypeError):
             return False  # not initialised for these parameters
-        keys = set(states[0])
+        keys = set(states[0]) if isinstance(states[0], dict) else set()
         return all(
             array.dtype == mx.float32
+            and isinstance(state, dict)
             and set(state) == keys
             and all(isinstance(value, mx.array) and value.shape == array.shape for value in state.values())
-            for (_, array), state in zip(parameters, states)
+            for array, state in zip(parameters, states)
         )
 
-    def pack(self, arrays: list[mx.array]) -> mx.array:
-        """Arrays shaped as the parameters, in their order, as one flat array."""
-        return mx.concatenate([array.reshape(-1) for array in arrays])
-
-    def unpack(self, flat: mx.array) -> list[tuple[str, mx.array]]:
-        """``(path, view)`` for each parameter: views of ``flat`` in the parameters' shapes."""
+    def unpack(self, flat: mx.array) -> list[mx.array]:
+        """Views of ``flat`` in the parameters' shapes, in their order."""
         views, offset = [], 0
-        for path, shape, size in self._layout:
-            views.append((path, flat[offset : offset + size].reshape(shape)))
+        for shape in self._shapes:
+            size = math.prod(shape)
+            views.append(flat[offset : offset + size].reshape(shape))
             offset += size
         return views
-
-    def flat_gradients(self, gradients: Any) -> mx.array:
-        """The gradient tree of the module's trainable parameters as one flat array."""
-        flat = dict(_leaves(gradients))
-        return self.pack([flat[path] for path, _, _ in self._layout])
 
     def update(
         self, gradient: mx.array, scale: mx.array | None = None, apply: mx.array | None = None
@@ -176,24 +159,15 @@ class FlatTraining:
         self._give_module(parameters)
 
     def _give_module(self, flat: mx.array) -> None:
-        views = iter(view for _, view in self.unpack(flat))
+        views = iter(self.unpack(flat))
         self.module.update(tree_map(lambda _: next(views), self._template))
 
     def finish(self) -> None:
         """Give the optimizer its final state in its own layout (the module already holds views of
         the final parameters)."""
-        flat_state = self._flat_state
-        for key in self._state_keys:
-            for path, view in self.unpack(flat_state[_FLAT][key]):
-                _set_leaf(self._state, f"{path}.{key}", view)
-        for key, value in flat_state.items():
+        for key, flat in self._flat_state[_FLAT].items():
+            for state, view in zip(self._parameter_states, self.unpack(flat)):
+                state[key] = view
+        for key, value in self._flat_state.items():
             if key != _FLAT:
                 self._state[key] = value
-
-
-def _per_parameter_state(state: Any, path: str) -> dict[str, Any]:
-    container, key = _leaf_container(state, path)
-    value = _child(container, key)
-    if not isinstance(value, dict):
-        raise ValueError(f"no per-parameter optimizer state at {path!r}")
-    return value

@@ -111,6 +111,30 @@ def _step_of(array: mx.array, index: int) -> mx.array:
     return array[index : index + 1].reshape(array.shape[1:])
 
 
+def _chunk_of_steps(
+    step_fn: Callable[[tuple[Any, ...], dict[str, mx.array], Any], tuple[mx.array, ...]],
+    variants: tuple[Any, ...],
+    per_chunk: Callable[[tuple[Any, ...]], dict[str, mx.array]] | None,
+) -> Callable[[tuple[Any, ...], dict[str, mx.array]], mx.array]:
+    """The function a compiled call runs: one ``step_fn`` per variant, on the call's minibatches
+    (leaves ``[steps, batch_size, ...]``) and per-step values, giving ``[steps, n_outputs]``."""
+
+    def run_chunk(batch_chunk: tuple[Any, ...], value_chunk: dict[str, mx.array]) -> mx.array:
+        if per_chunk is not None:
+            chunk_values = per_chunk(batch_chunk)
+            assert not set(chunk_values) & set(value_chunk), "per_chunk and per_step keys overlap"
+            value_chunk = {**value_chunk, **chunk_values}
+        rows = []
+        for j, variant in enumerate(variants):
+            batch = tree_map(lambda array, j=j: _step_of(array, j), batch_chunk)
+            step_values = {key: _step_of(value, j) for key, value in value_chunk.items()}
+            results = step_fn(batch, step_values, variant)
+            rows.append(mx.stack([_as_float_scalar(r) for r in results]))
+        return mx.stack(rows)
+
+    return run_chunk
+
+
 def _as_float_scalar(value: Any) -> mx.array:
     """A step output as a float32 scalar, adding nodes only where it is not one already."""
     value = mx.array(value) if not isinstance(value, mx.array) else value
@@ -642,27 +666,9 @@ class OffPolicyAlgorithm(BaseAlgorithm):
                 variants = tuple(variant_of(index) for index in range(start, stop))
                 compiled = self._chunk_fns.get(variants)
                 if compiled is None:
-
-                    def run_chunk(
-                        batch_chunk: tuple[Any, ...],
-                        value_chunk: dict[str, mx.array],
-                        variants: tuple = variants,
-                    ) -> mx.array:
-                        rows = []
-                        if per_chunk is not None:
-                            chunk_values = per_chunk(batch_chunk)
-                            assert not set(chunk_values) & set(value_chunk), (
-                                "per_chunk and per_step keys overlap"
-                            )
-                            value_chunk = {**value_chunk, **chunk_values}
-                        for j, variant in enumerate(variants):
-                            batch = tree_map(lambda array, j=j: _step_of(array, j), batch_chunk)
-                            step_values = {key: _step_of(value, j) for key, value in value_chunk.items()}
-                            results = step_fn(batch, step_values, variant)
-                            rows.append(mx.stack([_as_float_scalar(r) for r in results]))
-                        return mx.stack(rows)
-
-                    compiled = compile_step(run_chunk, state, compile=self._compile)
+                    compiled = compile_step(
+                        _chunk_of_steps(step_fn, variants, per_chunk), state, compile=self._compile
+                    )
                     self._chunk_fns[variants] = compiled
                 if start == 0 and stop == gradient_steps:  # one chunk: no slicing
                     result = compiled(batches, values)

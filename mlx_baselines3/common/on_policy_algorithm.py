@@ -18,13 +18,12 @@ from mlx_baselines3.common.callbacks import BaseCallback
 from mlx_baselines3.common.compile import (
     NonFiniteLossError,
     all_finite,
+    as_vector,
     chunk_size,
     flat_norm_and_clip_scale,
-    global_norm_and_clip_scale,
     guarded_update,
     raise_if_not_finite,
     restored_on_error,
-    scaled_update,
     snapshot_state,
 )
 from mlx_baselines3.common.flat_update import FlatTraining
@@ -257,26 +256,18 @@ class OnPolicyAlgorithm(BaseAlgorithm):
         ) -> tuple[mx.array, ...]:
             batch = tree_map(lambda array: array[indices], data)
             (loss, terms), grads = value_and_grad(policy, batch, hyper)
-            max_norm = hyper["max_grad_norm"] if clip else None
+            gradient = as_vector(grads)  # the clipping norm's input, and the flat update's
+            grad_norm, scale = flat_norm_and_clip_scale(gradient, hyper["max_grad_norm"] if clip else None)
+            stopped_before, apply = not_stopped, None
+            if kl_stop:
+                stopped_before = flags["stop"]
+                stop = mx.logical_or(stopped_before, mx.logical_not(all_finite(loss, grad_norm)))
+                stop = mx.logical_or(stop, terms[kl_index] > 1.5 * hyper["target_kl"])
+                flags["stop"], apply = stop, mx.logical_not(stop)
             if flat is not None:
-                gradient = flat.flat_gradients(grads)
-                grad_norm, scale = flat_norm_and_clip_scale(gradient, max_norm)
+                flat.update(gradient, scale, apply)
             else:
-                grad_norm, scale = global_norm_and_clip_scale(grads, max_norm)
-            if not kl_stop:
-                if flat is not None:
-                    flat.update(gradient, scale)
-                else:
-                    scaled_update(policy, optimizer, grads, scale)
-                return loss, mx.stack(list(terms)), grad_norm, not_stopped
-            stopped_before = flags["stop"]
-            stop = mx.logical_or(stopped_before, mx.logical_not(all_finite(loss, grad_norm)))
-            stop = mx.logical_or(stop, terms[kl_index] > 1.5 * hyper["target_kl"])
-            if flat is not None:
-                flat.update(gradient, scale, apply=mx.logical_not(stop))
-            else:
-                guarded_update(policy, optimizer, grads, mx.logical_not(stop), scale)
-            flags["stop"] = stop
+                guarded_update(policy, optimizer, grads, apply, scale)
             return loss, mx.stack(list(terms)), grad_norm, stopped_before
 
         def steps(
